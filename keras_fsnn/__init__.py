@@ -1,0 +1,21 @@
+"""keras-fsnn: feedback spiking neural networks trained at their equilibrium, for Keras 3.
+
+Import this package before loading a `.keras` file that holds its layers (it registers
+them with Keras under the package name "keras_fsnn").
+"""
+
+from keras_fsnn import backend, callbacks, gradients, initializers, neurons, solvers
+from keras_fsnn.layers import FeedbackSpikingBlock, SpectralNormRestriction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FeedbackSpikingBlock",
+    "SpectralNormRestriction",
+    "backend",
+    "callbacks",
+    "gradients",
+    "initializers",
+    "neurons",
+    "solvers",
+]

@@ -1,0 +1,33 @@
+"""The few operations that differ between Keras backends.
+
+Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
+
+* `read(variable)`: a variable's current value as a plain tensor that autodiff tracks
+  (TensorFlow's `convert_to_tensor(variable)` would return the variable itself, which an
+  eager `tf.custom_gradient` rejects; JAX needs the traced `.value`).
+* `vjp(fn, primal)`: linearise `fn` at `primal` once and return `(fn(primal), pullback)`,
+  where `pullback(cotangent)` is the vector-Jacobian product. Keras has no `ops.vjp`. The
+  implicit backward calls the pullback once per solver iteration.
+* `report(callback, *values)`: hand values computed inside a custom backward pass to Python
+  (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
+  TensorFlow (also under XLA) stores them in variables instead, so the callback there is
+  given the variables to assign.
+"""
+
+import keras
+
+_BACKEND = keras.backend.backend()
+
+if _BACKEND == "tensorflow":
+    from keras_fsnn.backend.tensorflow_backend import read, report, vjp
+elif _BACKEND == "jax":
+    from keras_fsnn.backend.jax_backend import read, report, vjp
+else:
+    raise ImportError(
+        f"keras_fsnn supports the 'tensorflow' and 'jax' Keras backends; the active "
+        f"backend is {_BACKEND!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
+    )
+
+name = _BACKEND
+
+__all__ = ["name", "read", "report", "vjp"]

@@ -1,0 +1,79 @@
+"""Backward modes: how a block turns the gradient at its simulated equilibrium into weight
+gradients. A mode is a small configuration object, looked up by name in `GRADIENTS`.
+
+The shared skeleton (see `FeedbackSpikingBlock.call`): simulate spikes for T steps with no
+gradient, read the (weighted) average rates a[T], evaluate the fixed-point map once with
+autodiff, z = f(a[T]), and let the backward mode decide what gradient reaches z.
+"""
+
+import keras
+from keras import ops
+
+from keras_fsnn import backend, solvers, validation
+
+
+class ImplicitDifferentiation:
+    """IDE: implicit differentiation of the equilibrium a* = f(a*) (paper 000 §3.2, §4.2,
+    Algorithm 1).
+
+    The forward value is the SNN's rate a[T]; in the backward the incoming gradient
+    g = dL/da[T] is replaced by the solution y of the adjoint equation
+
+        (I - J_f^T) y = g,      J_f = df/da at a[T],
+
+    and y flows on through z = f(a[T]) to every weight and to the input, which gives
+    dL/dtheta = (df/dtheta)^T (I - J_f^T)^{-1} g (eq. 3). Nothing is stored per time step:
+    the backward needs only a[T], the average input and the weights. The spike function is
+    never differentiated.
+
+    Args:
+        solver: "broyden" (default, the paper's choice) or "fixed_point" (the damped
+            iteration y <- (y + J^T y + g)/2 of paper 000 F.3.2).
+        steps: the most solver iterations (paper: 30); each costs one J^T product.
+        tol: stop early once every sample's relative residual ||y - J^T y - g||/||g|| < tol.
+    """
+
+    name = "ide"
+
+    def __init__(self, solver="broyden", steps=30, tol=1e-5):
+        self.solve = solvers.get_solver(solver)
+        self.steps = validation.integer("solver_steps", steps, minimum=1)
+        self.tol = validation.number("solver_tol", tol, low=0.0)
+
+    def attach(self, fixed_point_map, z, equilibrium, operands, report=None):
+        """Return `equilibrium` carrying the implicit gradient through `z`.
+
+        Args:
+            fixed_point_map: pure function (a, operands) -> f(a), the map whose Jacobian
+                enters the adjoint equation.
+            z: fixed_point_map(equilibrium, operands), recorded by autodiff.
+            equilibrium: the simulated rates a[T] (no gradient).
+            operands: a nest of tensors f depends on (weights, average input, masks); they are
+                passed explicitly so no traced value is captured by the custom gradient.
+            report: a `BackwardReport` that receives the solve's residual and iterations.
+        """
+        flat = keras.tree.flatten(operands)
+
+        @ops.custom_gradient
+        def implicit(z, a, *flat_operands):
+            def grad(*args, upstream=None):
+                g = args[0] if upstream is None else upstream
+                nest = keras.tree.pack_sequence_as(operands, list(flat_operands))
+                _, pullback = backend.vjp(lambda v: fixed_point_map(v, nest), a)
+                result = self.solve(pullback, g, steps=self.steps, tol=self.tol)
+                if report is not None:
+                    backend.report(report, result.residual, result.iterations, result.failed)
+                zeros = tuple(ops.zeros_like(t) for t in flat_operands)
+                return (result.solution, ops.zeros_like(a)) + zeros
+
+            return a + ops.zeros_like(z), grad
+
+        return implicit(z, equilibrium, *flat)
+
+
+GRADIENTS = {"ide": ImplicitDifferentiation}
+
+
+def get_gradient(name, **options):
+    """Build a backward mode by name; only "ide" exists so far."""
+    return validation.choose("gradient", name, GRADIENTS)(**options)

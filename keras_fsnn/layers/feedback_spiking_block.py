@@ -1,0 +1,410 @@
+"""FeedbackSpikingBlock: a feedback spiking network trained at its equilibrium.
+
+Paper 000 (IDE). The block holds N forward stages F^1..F^N (Keras layers: input -> layer 1
+-> ... -> layer N) and a feedback W^1 from layer N back into layer 1. It simulates the
+spiking network for T steps (eq. 10 / 33):
+
+    u^1[t+1] = lambda u^1[t] + W^1 s^N[t] + F^1 x[t] + b^1 - (V_th - u_rest) s^1[t+1]
+    u^l[t+1] = lambda u^l[t] + F^l s^{l-1}[t+1] + b^l   - (V_th - u_rest) s^l[t+1]
+
+(feedback delayed one step, feed-forward stages see same-step spikes, membranes start at 0,
+s^N[0] = 0) and returns the last layer's (weighted) average firing rate a^N[T]. Its
+gradient comes from the fixed-point equation the rates converge to (Theorem 3):
+
+    a^N = f(a^N) = f_N o ... o f_2 (f_1(a^N, x_bar)),
+    f_1(a, x) = sigma((W^1 a + F^1 x + b^1) / (V_th - u_rest)),
+    f_l(a)    = sigma((F^l a + b^l) / (V_th - u_rest)),      sigma = clamp to [0, 1],
+
+where x_bar is the (weighted) average input; see `keras_fsnn.gradients` for the backward.
+"""
+
+import inspect
+
+import keras
+from keras import ops
+
+from keras_fsnn import backend, gradients, neurons, validation
+from keras_fsnn.diagnostics import BackwardReport
+from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
+
+INPUT_TYPES = {"static": "static", "sequence": "sequence"}
+
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class FeedbackSpikingBlock(keras.layers.Layer):
+    """A multi-layer feedback spiking block whose output is its equilibrium firing rate.
+
+    Example (a single-layer block of 16 IF neurons with feedback):
+
+        block = keras_fsnn.FeedbackSpikingBlock(
+            forward=[keras.layers.Dense(16)], feedback=keras.layers.Dense(16, use_bias=False),
+            time_steps=300, neuron="if", threshold=2.0, solver="broyden", solver_steps=30,
+            spectral_norm=False)
+        rates = block(x)          # (batch, 16), values in [0, 1]
+
+    Args:
+        forward: a Keras layer or a list of N >= 1 Keras layers, F^1..F^N. Each maps the
+            previous layer's spikes (for F^1: the input) to the input current of its
+            neurons; use a `keras.Sequential` for "conv + batch norm". Do not put Dropout
+            in them: use `dropout`, which is variational as the paper requires.
+        feedback: a Keras layer W^1 mapping layer-N spikes to a current of layer 1's shape
+            (Dense, Conv2D, or Conv2DTranspose for the 2x-upsampling "F96C3u" feedback).
+        time_steps: T >= 1, simulation steps per call.
+        neuron: "if" or "lif".
+        leak: lambda in (0, 1]; None gives 1 for IF and 0.95 for LIF.
+        threshold: V_th, the firing threshold (paper: 2).
+        resting_potential: u_rest < V_th; a spike subtracts V_th - u_rest (IDE: 0).
+        dropout: rate in [0, 1) of variational dropout: one Bernoulli mask per sample and
+            neuron, drawn once per call, applied to the output of every forward stage and of
+            the feedback at all T steps and reused in the backward (paper 000 F.3.2).
+        solver: "broyden" or "fixed_point", for the adjoint equation.
+        solver_steps: the most solver iterations (paper: 30).
+        solver_tol: relative residual at which the solver stops early.
+        spectral_norm: restrict the feedback kernel to W = clip(alpha, -c, c) W / ||W||_2
+            (paper 000 F.1). Needs a feedback layer with a `kernel`.
+        norm_bound: c, the bound of the restriction (paper: 1).
+        gradient: the backward mode; "ide" (implicit differentiation).
+        input_type: "static" (an image: the same input current at every step) or
+            "sequence" (`(batch, T, ...)`: frame t drives step t; its average, weighted by
+            lambda^(T-1-t) for LIF, is x_bar).
+        seed: seed of the dropout masks.
+
+    Batch norm (paper 000 F.2): inside the spiking simulation every stage runs in inference
+    mode (stored statistics); the differentiable evaluation of f runs in the call's mode,
+    so in training it normalises with the batch statistics of the average input / rates
+    and updates the moving statistics. The adjoint's Jacobian is taken of that same f
+    (the paper's "train mode in this computational graph"); the released code instead
+    takes it with stored statistics in layers 2..N.
+
+    Diagnostics: `diagnostics()` returns the last call's per-layer mean firing rates, the
+    forward residual ||f(a[T]) - a[T]|| (training calls) and the backward solve's residual,
+    iterations and failure flag; `simulate(x, record_residuals=True)` returns the residual at
+    every step (paper Fig. 1). `keras_fsnn.callbacks.EquilibriumMonitor` logs them.
+    """
+
+    def __init__(
+        self,
+        forward,
+        feedback,
+        time_steps=30,
+        neuron="if",
+        leak=None,
+        threshold=2.0,
+        resting_potential=0.0,
+        dropout=0.0,
+        solver="broyden",
+        solver_steps=30,
+        solver_tol=1e-5,
+        spectral_norm=True,
+        norm_bound=1.0,
+        gradient="ide",
+        input_type="static",
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if isinstance(forward, keras.layers.Layer):
+            forward = [forward]
+        if not isinstance(forward, (list, tuple)) or not forward:
+            raise TypeError(
+                "Argument `forward` must be a Keras layer or a non-empty list of Keras layers; "
+                f"received forward={forward!r}."
+            )
+        for i, stage in enumerate(forward):
+            _check_stage(f"forward[{i}]", stage)
+        _check_stage("feedback", feedback)
+
+        self.forward = list(forward)
+        self.feedback = feedback
+        self.time_steps = validation.integer("time_steps", time_steps, minimum=1)
+        self.neuron = neurons.get_neuron(neuron, leak, threshold, resting_potential)
+        self.dropout = validation.number("dropout", dropout, low=0.0, high=1.0, high_open=True)
+        self.spectral_norm = validation.boolean("spectral_norm", spectral_norm)
+        self.norm_bound = validation.number("norm_bound", norm_bound, low=0.0, low_open=True)
+        self.backward = gradients.get_gradient(gradient, solver=solver, steps=solver_steps, tol=solver_tol)
+        self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
+        self.seed = seed
+        self._config = {
+            "time_steps": self.time_steps,
+            "neuron": self.neuron.name,
+            "leak": self.neuron.leak,
+            "threshold": self.neuron.threshold,
+            "resting_potential": self.neuron.resting_potential,
+            "dropout": self.dropout,
+            "solver": solver,
+            "solver_steps": solver_steps,
+            "solver_tol": solver_tol,
+            "spectral_norm": self.spectral_norm,
+            "norm_bound": self.norm_bound,
+            "gradient": gradient,
+            "input_type": self.input_type,
+            "seed": seed,
+        }
+        self._stages = self.forward + [self.feedback]
+        self._takes_training = [_call_takes_training(layer) for layer in self._stages]
+        self.norm_restriction = SpectralNormRestriction(self.norm_bound) if self.spectral_norm else None
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    # ------------------------------------------------------------------ build
+
+    def build(self, input_shape):
+        input_shape = tuple(input_shape)
+        if self.input_type == "sequence":
+            if len(input_shape) < 3:
+                raise ValueError(
+                    "With input_type='sequence' the input must be (batch, time, features...); "
+                    f"received input shape {input_shape}."
+                )
+            if input_shape[1] is not None and input_shape[1] != self.time_steps:
+                raise ValueError(
+                    f"The input sequence has {input_shape[1]} frames but time_steps="
+                    f"{self.time_steps}; they must be equal (crop or pad the frames)."
+                )
+            frame_shape = (input_shape[0],) + input_shape[2:]
+        else:
+            frame_shape = input_shape
+
+        shapes = []
+        shape = frame_shape
+        for i, stage in enumerate(self.forward):
+            shape = _build_stage(stage, shape, f"forward[{i}]")
+            shapes.append(shape)
+        feedback_shape = _build_stage(self.feedback, shapes[-1], "feedback")
+        if tuple(feedback_shape[1:]) != tuple(shapes[0][1:]):
+            raise ValueError(
+                f"Argument `feedback` maps the last layer's output {tuple(shapes[-1][1:])} to "
+                f"{tuple(feedback_shape[1:])}, which cannot be added to the first layer's input "
+                f"current of shape {tuple(shapes[0][1:])}; the feedback output must have the "
+                "first layer's shape (per sample)."
+            )
+        self._stage_shapes = shapes + [feedback_shape]
+
+        if self.norm_restriction is not None:
+            kernel = getattr(self.feedback, "kernel", None)
+            if kernel is None:
+                raise ValueError(
+                    "spectral_norm=True restricts the feedback layer's `kernel`, but "
+                    f"{type(self.feedback).__name__} has none; use a Dense, Conv2D or "
+                    "Conv2DTranspose feedback, or spectral_norm=False."
+                )
+            self._kernel_index = [id(v) for v in self.feedback.trainable_variables].index(id(kernel))
+            self.norm_restriction.build(kernel.shape)
+            self.norm_restriction.initialize_from(ops.convert_to_numpy(kernel))
+
+        n = len(self.forward)
+        self._rates = self.add_weight(shape=(n,), initializer="zeros", trainable=False, name="firing_rates")
+        self._forward_residual = self.add_weight(shape=(), initializer="zeros", trainable=False, name="forward_residual")
+        self._backward_report = BackwardReport(
+            self.add_weight(shape=(), initializer="zeros", trainable=False, name="backward_residual"),
+            self.add_weight(shape=(), initializer="zeros", trainable=False, name="backward_iterations"),
+            self.add_weight(shape=(), initializer="zeros", trainable=False, name="backward_failed"),
+        )
+
+    def compute_output_shape(self, input_shape):
+        if not self.built:
+            self.build(input_shape)
+        return (input_shape[0],) + tuple(self._stage_shapes[len(self.forward) - 1][1:])
+
+    # ------------------------------------------------------------------ pieces
+
+    def _parameters(self, training):
+        """(trainable, non-trainable) values of every stage, feedback last, as tensors that
+        autodiff tracks; the feedback kernel is replaced by its restricted value."""
+        params = [
+            ([backend.read(v) for v in stage.trainable_variables],
+             [backend.read(v) for v in stage.non_trainable_variables])
+            for stage in self._stages
+        ]
+        if self.norm_restriction is not None:
+            trainable = params[-1][0]
+            trainable[self._kernel_index] = self.norm_restriction(trainable[self._kernel_index], training=training)
+        return params
+
+    def _dropout_masks(self, batch, training):
+        """One variational mask per stage output and for the feedback ([] without dropout)."""
+        if not training or self.dropout == 0.0:
+            return []
+        keep = 1.0 - self.dropout
+        masks = []
+        for shape in self._stage_shapes:
+            noise = keras.random.uniform((batch,) + tuple(shape[1:]), seed=self.seed_generator)
+            masks.append(ops.cast(ops.less(noise, keep), "float32") / keep)
+        return masks
+
+    def _current(self, index, params, inputs, masks, training=False):
+        """Output current of stage `index` (the feedback is index N), in float32."""
+        stage = self._stages[index]
+        trainable, non_trainable = params[index]
+        kwargs = {"training": training} if self._takes_training[index] else {}
+        current, updates = stage.stateless_call(trainable, non_trainable, inputs, **kwargs)
+        current = ops.cast(current, "float32")
+        if masks:
+            current = current * masks[index]
+        return current, updates
+
+    def _average_input(self, x):
+        """x_bar: the input itself (static) or the (lambda-weighted) mean of the frames."""
+        if self.input_type == "static":
+            return x
+        weights = self.neuron.time_weights(self.time_steps)
+        weights = ops.reshape(weights / ops.sum(weights), (1, self.time_steps) + (1,) * (len(x.shape) - 2))
+        return ops.sum(x * weights, axis=1)
+
+    def fixed_point_map(self, a_last, x_bar, params, masks, training=False):
+        """f(a^N) = f_N o ... o f_2(f_1(a^N, x_bar)) and the stages' state updates."""
+        feedback, _ = self._current(len(self.forward), params, a_last, masks)
+        current, updates0 = self._current(0, params, x_bar, masks, training)
+        rates = self.neuron.rate_map(current + feedback)
+        updates = [updates0]
+        for index in range(1, len(self.forward)):
+            current, stage_updates = self._current(index, params, rates, masks, training)
+            rates = self.neuron.rate_map(current)
+            updates.append(stage_updates)
+        return rates, updates
+
+    def _simulate(self, x, params, masks, record_residuals=False):
+        """T steps of eq. 10 / 33 with stored batch-norm statistics; no gradient.
+
+        Returns the per-layer (weighted) average rates a^l[T] and, if asked, the residual
+        ||f(a^N[t]) - a^N[t]|| (mean over the batch) at every step t = 1..T.
+        """
+        n = len(self.forward)
+        neuron = self.neuron
+        batch = ops.shape(x)[0]
+        zeros = [ops.zeros((batch,) + tuple(shape[1:]), "float32") for shape in self._stage_shapes[:n]]
+        static_current = None
+        if self.input_type == "static":
+            static_current, _ = self._current(0, params, x, masks)
+            x_bar = x
+        else:
+            x_bar = self._average_input(x)
+
+        def body(t, state):
+            potentials, counts, last_spikes, residuals = state
+            if static_current is not None:
+                current = static_current
+            else:
+                current, _ = self._current(0, params, ops.take(x, t, axis=1), masks)
+            feedback, _ = self._current(n, params, last_spikes, masks)
+            new_potentials, new_counts = [], []
+            spikes = None
+            for index in range(n):
+                if index > 0:
+                    current, _ = self._current(index, params, spikes, masks)
+                potential, spikes = neuron.step(potentials[index], current + feedback if index == 0 else current)
+                new_potentials.append(potential)
+                new_counts.append(neuron.accumulate(counts[index], spikes))
+            if record_residuals:
+                rate = new_counts[-1] / neuron.normaliser(t + 1)
+                mapped, _ = self.fixed_point_map(rate, x_bar, params, masks)
+                residual = ops.mean(_sample_norm(mapped - rate))
+                residuals = residuals + residual * ops.one_hot(t, self.time_steps)
+            return new_potentials, new_counts, spikes, residuals
+
+        state = (list(zeros), list(zeros), zeros[-1], ops.zeros((self.time_steps,), "float32"))
+        potentials, counts, _, residuals = ops.fori_loop(0, self.time_steps, body, state)
+        scale = neuron.normaliser(self.time_steps)
+        return [count / scale for count in counts], (residuals if record_residuals else None)
+
+    # ------------------------------------------------------------------ call
+
+    def call(self, inputs, training=False):
+        training = bool(training)
+        x = ops.cast(inputs, "float32")
+        params = self._parameters(training)
+        masks = self._dropout_masks(ops.shape(x)[0], training)
+        frozen = keras.tree.map_structure(ops.stop_gradient, params)
+        rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
+        equilibrium = ops.stop_gradient(rates[-1])
+
+        x_bar = self._average_input(x)
+        z, updates = self.fixed_point_map(equilibrium, x_bar, params, masks, training)
+        if training:
+            for stage, stage_updates in zip(self.forward, updates):
+                for variable, value in zip(stage.non_trainable_variables, stage_updates):
+                    variable.assign(value)
+            self._forward_residual.assign(ops.mean(_sample_norm(ops.stop_gradient(z) - equilibrium)))
+        self._rates.assign(ops.stack([ops.mean(rate) for rate in rates]))
+
+        def adjoint_map(a, operands):
+            x_bar_, params_, masks_ = operands
+            return self.fixed_point_map(a, x_bar_, params_, masks_, training)[0]
+
+        operands = (ops.stop_gradient(x_bar), frozen, masks)
+        output = self.backward.attach(adjoint_map, z, equilibrium, operands, report=self._backward_report)
+        return ops.cast(output, self.compute_dtype)
+
+    # ------------------------------------------------------------------ user API
+
+    def simulate(self, inputs, record_residuals=True):
+        """Run the spiking simulation alone (inference mode, no gradient).
+
+        Returns a dict with "rates" (the list of per-layer (weighted) average rates at T)
+        and, if `record_residuals`, "residuals": ||f(a^N[t]) - a^N[t]|| averaged over the
+        batch for t = 1..T (paper 000 §5.4, Fig. 1).
+        """
+        x = ops.cast(inputs, "float32")
+        if not self.built:
+            self.build(x.shape)
+        params = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
+        rates, residuals = self._simulate(x, params, [], record_residuals)
+        out = {"rates": rates}
+        if record_residuals:
+            out["residuals"] = residuals
+        return out
+
+    def diagnostics(self):
+        """The last call's mean firing rate per layer, forward residual (training calls)
+        and backward solve (residual, iterations, failure) as Python numbers."""
+        rates = ops.convert_to_numpy(self._rates)
+        out = {f"rate_{i + 1}": float(r) for i, r in enumerate(rates)}
+        out["forward_residual"] = float(ops.convert_to_numpy(self._forward_residual))
+        out.update(self._backward_report.values())
+        return out
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._config)
+        config["forward"] = [keras.saving.serialize_keras_object(s) for s in self.forward]
+        config["feedback"] = keras.saving.serialize_keras_object(self.feedback)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["forward"] = [keras.saving.deserialize_keras_object(s) for s in config["forward"]]
+        config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
+        return cls(**config)
+
+
+def _sample_norm(x):
+    return ops.sqrt(ops.sum(ops.square(ops.reshape(x, (ops.shape(x)[0], -1))), axis=-1))
+
+
+def _call_takes_training(layer):
+    return "training" in inspect.signature(layer.call).parameters
+
+
+def _check_stage(name, layer):
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(f"Argument `{name}` must be a Keras layer; received {name}={layer!r}.")
+    inner = layer._flatten_layers(include_self=True, recursive=True)
+    for sub in inner:
+        if isinstance(sub, (keras.layers.Dropout, keras.layers.SpatialDropout2D)):
+            raise ValueError(
+                f"Argument `{name}` contains a {type(sub).__name__} layer, which would draw a new "
+                "mask at every time step; use the block's `dropout` argument (variational "
+                "dropout, one mask for all T steps) instead."
+            )
+
+
+def _build_stage(layer, input_shape, name):
+    try:
+        if not layer.built:
+            layer.build(input_shape)
+        return tuple(layer.compute_output_shape(input_shape))
+    except Exception as error:  # re-raised with the stage's name
+        raise ValueError(
+            f"Argument `{name}` ({type(layer).__name__}) cannot take an input of shape "
+            f"{tuple(input_shape)}: {error}"
+        ) from error

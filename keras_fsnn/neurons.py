@@ -1,0 +1,109 @@
+"""Discrete-time integrate-and-fire neurons and the firing-rate map of their equilibrium.
+
+Paper 000 (IDE), eq. 2, 7, 30 and 33; paper 002 (SPIDE), eq. 1 for the resting potential.
+One step of a neuron with leak lambda (1 for IF), threshold V_th and resting potential u_rest:
+
+    u[t+1/2] = lambda * u[t] + I[t]                      (integrate the input current I)
+    s[t+1]   = H(u[t+1/2] - V_th)                        (spike: 1 where u >= V_th)
+    u[t+1]   = u[t+1/2] - (V_th - u_rest) * s[t+1]       (reset by subtraction)
+
+Membranes start at 0. Potentials and thresholds are in the same (arbitrary) units as the
+input current; a spike is 0 or 1. The (weighted) average firing rate after t steps is
+
+    a[t] = sum_{tau=1..t} lambda^(t-tau) s[tau] / sum_{tau=1..t} lambda^(t-tau)
+
+(the plain mean of the spikes for IF), and at equilibrium it satisfies a = sigma(z / (V_th -
+u_rest)) where z is the average input current and sigma clamps to [0, 1] (paper 000
+Theorem 2 / Proposition 2; paper 002 §4.3 for u_rest != 0).
+"""
+
+from keras import ops
+
+from keras_fsnn import validation
+
+
+class NeuronModel:
+    """An (L)IF neuron: leak lambda in (0, 1], threshold V_th and resting potential u_rest.
+
+    Args:
+        leak: lambda, the factor the membrane keeps per step; 1 is the IF neuron.
+        threshold: V_th, the membrane potential at which the neuron spikes.
+        resting_potential: u_rest < V_th; a spike subtracts V_th - u_rest.
+    """
+
+    name = None
+    default_leak = None
+
+    def __init__(self, leak, threshold, resting_potential):
+        self.leak = float(leak)
+        self.threshold = float(threshold)
+        self.resting_potential = float(resting_potential)
+
+    @property
+    def reset_amount(self):
+        """V_th - u_rest: what a spike subtracts, and the scale of the rate map."""
+        return self.threshold - self.resting_potential
+
+    def step(self, potential, current):
+        """One step of eq. 2: returns the new membrane potential and the spikes (0./1.)."""
+        potential = potential * self.leak + current if self.leak != 1.0 else potential + current
+        spikes = ops.cast(ops.greater_equal(potential, self.threshold), potential.dtype)
+        return potential - self.reset_amount * spikes, spikes
+
+    def accumulate(self, total, spikes):
+        """Running (weighted) spike count: total <- lambda * total + s."""
+        return total * self.leak + spikes if self.leak != 1.0 else total + spikes
+
+    def normaliser(self, steps):
+        """sum_{i=0}^{steps-1} lambda^i, the denominator of the weighted rate (steps for IF)."""
+        steps = ops.cast(steps, "float32")
+        if self.leak == 1.0:
+            return steps
+        return (1.0 - ops.power(self.leak, steps)) / (1.0 - self.leak)
+
+    def time_weights(self, steps):
+        """lambda^(T-1-tau) for tau = 0..T-1: the weights of the weighted average input."""
+        exponents = ops.cast(ops.arange(steps - 1, -1, -1), "float32")
+        return ops.power(self.leak, exponents)
+
+    def rate_map(self, current):
+        """sigma(z / (V_th - u_rest)): the equilibrium firing rate for average current z."""
+        return ops.clip(current / self.reset_amount, 0.0, 1.0)
+
+
+class IF(NeuronModel):
+    """Integrate-and-fire neuron (lambda = 1)."""
+
+    name = "if"
+    default_leak = 1.0
+
+
+class LIF(NeuronModel):
+    """Leaky integrate-and-fire neuron (0 < lambda <= 1; paper 000 uses 0.95 and 0.99)."""
+
+    name = "lif"
+    default_leak = 0.95
+
+
+NEURONS = {"if": IF, "lif": LIF}
+
+
+def get_neuron(name, leak=None, threshold=2.0, resting_potential=0.0):
+    """Build a neuron model by name ("if" | "lif"), validating every argument."""
+    cls = validation.choose("neuron", name, NEURONS)
+    leak = cls.default_leak if leak is None else leak
+    validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
+    if cls is IF and leak != 1.0:
+        raise ValueError(
+            f"Argument `leak` must be 1.0 (or None) for neuron='if'; received leak={leak!r}. "
+            "Use neuron='lif' for a leaky neuron."
+        )
+    validation.number("threshold", threshold)
+    validation.number("resting_potential", resting_potential)
+    if not threshold > resting_potential:
+        raise ValueError(
+            "Argument `threshold` must be greater than `resting_potential` (the reset "
+            f"subtracts threshold - resting_potential > 0); received threshold={threshold!r}, "
+            f"resting_potential={resting_potential!r}."
+        )
+    return cls(leak, threshold, resting_potential)

@@ -1,0 +1,138 @@
+"""Solvers for the adjoint equation of implicit differentiation.
+
+Paper 000 §3.2 and Algorithm 1: the gradient of a loss L at an equilibrium a* = f(a*) needs
+y = (I - J_f^T)^{-1} g with g = dL/da* and J_f the Jacobian of f at a*. Both solvers see
+J_f^T only through `apply_jt(y)` (a vector-Jacobian product) and treat every sample of the
+batch as its own linear system (the Jacobian of the block is block-diagonal per sample,
+up to batch-statistics coupling in training-mode batch norm, which the residual still
+measures exactly).
+
+Each solver returns a `SolveResult`: the iterate with the lowest residual seen, its relative
+residual ||y - J^T y - g|| / ||g|| (the largest over the batch), the number of iterations
+run, and whether it failed (residual non-finite or not below 1, i.e. no better than y = 0).
+Non-finite entries of the solution are replaced by 0 so a failed solve never turns into NaN
+weights; the failure is reported instead.
+"""
+
+from typing import NamedTuple
+
+from keras import ops
+
+from keras_fsnn import validation
+
+_TINY = 1e-30
+
+
+class SolveResult(NamedTuple):
+    solution: object
+    residual: object
+    iterations: object
+    failed: object
+
+
+def _per_sample(x):
+    return ops.reshape(x, (ops.shape(x)[0], -1))
+
+
+def _norm(x):
+    return ops.sqrt(ops.sum(ops.square(x), axis=-1))
+
+
+def _finish(best, best_residual, iterations, shape):
+    finite = ops.isfinite(best_residual)
+    residual = ops.max(ops.where(finite, best_residual, float("inf")))
+    solution = ops.where(ops.isfinite(best), best, ops.zeros_like(best))
+    failed = ops.logical_not(ops.less(residual, 1.0))
+    return SolveResult(ops.reshape(solution, shape), residual, iterations, failed)
+
+
+def _keep_best(candidate, residual, best, best_residual):
+    better = ops.logical_and(ops.isfinite(residual), ops.less(residual, best_residual))
+    best = ops.where(better[:, None], candidate, best)
+    return best, ops.where(better, residual, best_residual)
+
+
+def fixed_point(apply_jt, rhs, steps=30, tol=1e-5):
+    """Damped fixed-point iteration y <- (y + J^T y + g) / 2 from y = g (paper 000 F.3.2).
+
+    This is the paper's formula. The released N-MNIST script iterates y <- (J^T y + g) / 2,
+    which converges to (2I - J^T)^{-1} g instead; it is not offered.
+    """
+    shape = ops.shape(rhs)
+    g = _per_sample(rhs)
+    g_norm = _norm(g) + _TINY
+
+    def matvec(y):
+        return _per_sample(apply_jt(ops.reshape(y, shape)))
+
+    def cond(i, y, best, best_residual):
+        return ops.logical_and(ops.less(i, steps), ops.greater(ops.max(best_residual), tol))
+
+    def body(i, y, best, best_residual):
+        jy = matvec(y)
+        residual = _norm(y - jy - g) / g_norm
+        best, best_residual = _keep_best(y, residual, best, best_residual)
+        return i + 1, 0.5 * (y + jy + g), best, best_residual
+
+    start = (ops.convert_to_tensor(0, "int32"), g, ops.zeros_like(g), ops.ones_like(g_norm))
+    i, _, best, best_residual = ops.while_loop(cond, body, start, maximum_iterations=steps)
+    return _finish(best, best_residual, i, shape)
+
+
+def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
+    """Limited-memory Broyden's method on G(y) = J^T y + g - y = 0, from y = 0.
+
+    The quasi-Newton root finder of the DEQ line of work that IDE uses (paper 000 §3.2,
+    F.3.2: "Broyden's method ... with the threshold as 30"). The inverse Jacobian of G is
+    approximated per sample as H = -I + sum_k u_k v_k^T, with the `memory` most recent
+    rank-one ("good Broyden") updates; each step y <- y - H G(y) costs one J^T product.
+    """
+    shape = ops.shape(rhs)
+    g = _per_sample(rhs)
+    g_norm = _norm(g) + _TINY
+    memory = min(memory, steps)
+
+    def G(y):
+        return _per_sample(apply_jt(ops.reshape(y, shape))) + g - y
+
+    def h_times(us, vs, x):  # H x
+        return -x + ops.einsum("bmd,bm->bd", us, ops.einsum("bmd,bd->bm", vs, x))
+
+    def times_h(us, vs, x):  # x^T H
+        return -x + ops.einsum("bmd,bm->bd", vs, ops.einsum("bmd,bd->bm", us, x))
+
+    def cond(i, y, gy, step, us, vs, best, best_residual):
+        return ops.logical_and(ops.less(i, steps), ops.greater(ops.max(best_residual), tol))
+
+    def body(i, y, gy, step, us, vs, best, best_residual):
+        y_new = y + step
+        gy_new = G(y_new)
+        residual = _norm(gy_new) / g_norm
+        best, best_residual = _keep_best(y_new, residual, best, best_residual)
+
+        d_gy = gy_new - gy
+        v = times_h(us, vs, step)
+        denominator = ops.sum(v * d_gy, axis=-1, keepdims=True)
+        usable = ops.logical_and(ops.greater(ops.abs(denominator), _TINY), ops.isfinite(denominator))
+        safe_denominator = ops.where(usable, denominator, 1.0)
+        u = ops.where(usable, (step - h_times(us, vs, d_gy)) / safe_denominator, 0.0)
+        v = ops.where(usable, v, 0.0)
+        slot = ops.one_hot(ops.mod(i, memory), memory, dtype=u.dtype)[None, :, None]
+        us = us * (1.0 - slot) + u[:, None, :] * slot
+        vs = vs * (1.0 - slot) + v[:, None, :] * slot
+        return i + 1, y_new, gy_new, -h_times(us, vs, gy_new), us, vs, best, best_residual
+
+    batch, size = ops.shape(g)[0], ops.shape(g)[1]
+    zeros = ops.zeros_like(g)
+    history = ops.zeros((batch, memory, size), dtype=g.dtype)
+    start = (ops.convert_to_tensor(0, "int32"), zeros, g, g, history, history, zeros, ops.ones_like(g_norm))
+    out = ops.while_loop(cond, body, start, maximum_iterations=steps)
+    return _finish(out[6], out[7], out[0], shape)
+
+
+SOLVERS = {"broyden": broyden, "fixed_point": fixed_point}
+
+
+def get_solver(name):
+    """Look a solver up by name ("broyden" | "fixed_point")."""
+    return validation.choose("solver", name, SOLVERS)
