@@ -1,0 +1,43 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+def value_and_grads(loss_fn, variables):
+    """loss_fn() -> scalar; its value and its gradients w.r.t. `variables` (Keras
+    variables), by the active backend's own autodiff."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        grads = tape.gradient(loss, [v.value for v in variables])
+        return float(loss), [np.asarray(g) for g in grads]
+
+    import jax
+
+    def pure(values):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return loss_fn()
+
+    loss, grads = jax.value_and_grad(pure)([v.value for v in variables])
+    return float(loss), [np.asarray(g) for g in grads]
+
+
+def cosine(a, b):
+    """Cosine similarity of two lists of arrays, taken as one long vector each."""
+    a = np.concatenate([np.ravel(x) for x in a]).astype("float64")
+    b = np.concatenate([np.ravel(x) for x in b]).astype("float64")
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    keras.utils.set_random_seed(1234)
+    yield
