@@ -76,6 +76,9 @@ class FeedbackSpikingBlock(keras.layers.Layer):
     (the paper's "train mode in this computational graph"); the released code instead
     takes it with stored statistics in layers 2..N.
 
+    Mixed precision: the block runs in float32 (its own dtype policy) under a global
+    `mixed_float16` / `mixed_bfloat16` policy; the layers around it use the global one.
+
     Diagnostics: `diagnostics()` returns the last call's per-layer mean firing rates, the
     forward residual ||f(a[T]) - a[T]|| (training calls) and the backward solve's residual,
     iterations and failure flag; `simulate(x, record_residuals=True)` returns the residual at
@@ -102,6 +105,10 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        # Spike counts and membrane potentials need float32 (bfloat16 counts exactly only
+        # up to 256), and the fixed-point map and the adjoint solve run in float32: the
+        # block keeps a float32 policy under a global mixed-precision policy.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if isinstance(forward, keras.layers.Layer):
             forward = [forward]
@@ -208,11 +215,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
     # ------------------------------------------------------------------ pieces
 
     def _parameters(self, training):
-        """(trainable, non-trainable) values of every stage, feedback last, as tensors that
-        autodiff tracks; the feedback kernel is replaced by its restricted value."""
+        """(trainable, non-trainable) values of every stage, feedback last, as float32
+        tensors that autodiff tracks; the feedback kernel is replaced by its restricted value."""
         params = [
-            ([backend.read(v) for v in stage.trainable_variables],
-             [backend.read(v) for v in stage.non_trainable_variables])
+            ([_read_float32(v) for v in stage.trainable_variables],
+             [_read_float32(v) for v in stage.non_trainable_variables])
             for stage in self._stages
         ]
         if self.norm_restriction is not None:
@@ -362,6 +369,22 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         out.update(self._backward_report.values())
         return out
 
+    def save_own_variables(self, store):
+        # The dropout RNG state is saved too, so a resumed run draws the masks an
+        # uninterrupted run would have drawn (Keras does not save SeedGenerator states).
+        super().save_own_variables(store)
+        store[str(len(self._own_variables()))] = ops.convert_to_numpy(self.seed_generator.state)
+
+    def load_own_variables(self, store):
+        seed_key = str(len(self._own_variables()))
+        if seed_key in store.keys():
+            self.seed_generator.state.assign(store[seed_key])
+            store = {key: store[key] for key in store.keys() if key != seed_key}
+        super().load_own_variables(store)
+
+    def _own_variables(self):
+        return self._trainable_variables + self._non_trainable_variables
+
     def get_config(self):
         config = super().get_config()
         config.update(self._config)
@@ -375,6 +398,13 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         config["forward"] = [keras.saving.deserialize_keras_object(s) for s in config["forward"]]
         config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
         return cls(**config)
+
+
+def _read_float32(variable):
+    # Under a mixed-precision policy a read inside `__call__` is autocast to float16; the
+    # simulation, the fixed-point map and the adjoint solve all run in float32.
+    value = backend.read(variable)
+    return ops.cast(value, "float32") if "float" in str(value.dtype) else value
 
 
 def _sample_norm(x):

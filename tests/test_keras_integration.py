@@ -1,0 +1,136 @@
+"""FeedbackSpikingBlock inside ordinary Keras workflows: fit / evaluate / predict eagerly
+and with XLA, .keras round trips, mixed precision, and the monitoring callback."""
+
+import json
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+import keras_fsnn
+from keras_fsnn import FeedbackSpikingBlock
+from keras_fsnn.callbacks import EquilibriumMonitor
+
+
+def conv_model(dropout=0.0, seed=0, **block_kwargs):
+    keras.utils.set_random_seed(seed)
+    block = FeedbackSpikingBlock(
+        forward=[
+            keras.Sequential([keras.layers.Conv2D(4, 3, padding="same"), keras.layers.BatchNormalization()]),
+            keras.Sequential([keras.layers.Conv2D(8, 3, strides=2, padding="same"), keras.layers.BatchNormalization()]),
+        ],
+        feedback=keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", use_bias=False),
+        time_steps=8, dropout=dropout, seed=seed, name="fsnn", **block_kwargs,
+    )
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Dense(3)(keras.layers.Flatten()(block(inputs)))
+    return keras.Model(inputs, outputs)
+
+
+def data(n=32):
+    rng = np.random.default_rng(0)
+    return rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32") * 3, rng.integers(0, 3, n)
+
+
+def compile_model(model, **kwargs):
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True), **kwargs)
+    return model
+
+
+@pytest.mark.backend
+def test_xla_and_eager_give_the_same_losses():
+    x, y = data()
+    histories = []
+    for mode in ({"run_eagerly": True}, {"jit_compile": True}):
+        model = compile_model(conv_model(), **mode)
+        history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
+        histories.append(history.history["loss"] + [model.evaluate(x, y, verbose=0)])
+    np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)
+    assert histories[0][-1] < histories[0][0]
+
+
+@pytest.mark.backend
+def test_keras_file_round_trip_reproduces_outputs_exactly(tmp_path):
+    x, y = data()
+    model = compile_model(conv_model(dropout=0.2, neuron="lif", leak=0.9, solver="fixed_point"), jit_compile=True)
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    path = tmp_path / "fsnn.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+    block, loaded_block = model.get_layer("fsnn"), loaded.get_layer("fsnn")
+    assert json.dumps(loaded_block.get_config()) == json.dumps(block.get_config())  # tuples -> lists
+    for a, b in zip(block.get_weights(), loaded_block.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # The loaded model keeps training (optimizer state restored) with the same step.
+    h1 = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0).history["loss"]
+    h2 = loaded.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0).history["loss"]
+    np.testing.assert_allclose(h1, h2, rtol=1e-5)
+
+
+def test_config_round_trip_builds_an_equal_block():
+    block = FeedbackSpikingBlock(
+        forward=[keras.layers.Dense(16)], feedback=keras.layers.Dense(16, use_bias=False),
+        time_steps=300, neuron="if", threshold=2.0, solver="broyden", solver_steps=30, spectral_norm=False)
+    clone = FeedbackSpikingBlock.from_config(block.get_config())
+    assert clone.get_config() == block.get_config()
+    x = np.random.default_rng(0).uniform(0, 1, (2, 5)).astype("float32")
+    rates = ops.convert_to_numpy(block(x))
+    assert rates.shape == (2, 16) and rates.min() >= 0 and rates.max() <= 1
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_policy_trains(policy):
+    x, y = data()
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = compile_model(conv_model(), jit_compile=True)
+        history = model.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        block = model.get_layer("fsnn")
+        assert block.compute_dtype == "float32"  # the solve stays in float32
+        assert model.layers[-1].compute_dtype == policy.split("_")[1]
+        assert ops.convert_to_numpy(block(x[:4])).dtype == np.float32
+        assert all(np.isfinite(history.history["loss"]))
+        assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+        assert block.diagnostics()["backward_iterations"] >= 0
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.backend
+def test_monitor_logs_rates_and_residuals():
+    x, y = data()
+    model = compile_model(conv_model(), jit_compile=True)
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EquilibriumMonitor()])
+    logs = history.history
+    for key in ("fsnn/rate_1", "fsnn/rate_2", "fsnn/forward_residual", "fsnn/backward_residual", "fsnn/backward_iterations"):
+        assert key in logs, sorted(logs)
+    assert 0 < logs["fsnn/rate_1"][0] < 1
+    assert 0 < logs["fsnn/backward_iterations"][0] <= 30
+    assert logs["fsnn/backward_residual"][0] < 1e-3
+
+
+@pytest.mark.backend
+def test_divergence_warns_and_never_writes_nan_into_weights():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    block = FeedbackSpikingBlock(
+        forward=[keras.layers.Dense(32)], feedback=keras.layers.Dense(32, use_bias=False),
+        time_steps=10, spectral_norm=False, solver="fixed_point", solver_steps=5, name="fsnn")
+    inputs = keras.Input((6,))
+    model = compile_model(keras.Model(inputs, keras.layers.Dense(3)(block(inputs))), jit_compile=True)
+    # ||W||_2 = 30 V_th: far from a contraction, so the adjoint iteration blows up.
+    w = rng.normal(size=(32, 32))
+    block.feedback.kernel.assign((60.0 * w / np.linalg.norm(w, 2)).astype("float32"))
+    x, y = rng.uniform(-1, 1, (16, 6)).astype("float32"), rng.integers(0, 3, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EquilibriumMonitor()])
+    messages = [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)]
+    assert any("'fsnn' diverged" in m for m in messages), messages
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    with pytest.raises(RuntimeError, match="diverged"):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EquilibriumMonitor(raise_on_divergence=True)])

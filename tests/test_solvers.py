@@ -1,0 +1,55 @@
+"""The adjoint solvers solve (I - A^T) y = g, report their residual and iterations, and
+report failure (with a finite, never-NaN solution) when there is no contraction."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_fsnn import solvers
+
+
+def linear_system(rng, batch=3, size=12, radius=0.7):
+    a = rng.normal(size=(batch, size, size))
+    a = np.stack([m * radius / np.max(np.abs(np.linalg.eigvals(m))) for m in a])
+    g = rng.normal(size=(batch, size))
+    return a, g
+
+
+def apply_jt(a):
+    at = ops.convert_to_tensor(np.transpose(a, (0, 2, 1)).astype("float32"))
+    return lambda y: ops.einsum("bij,bj->bi", at, y)
+
+
+@pytest.mark.parametrize("name,steps", [("broyden", 40), ("fixed_point", 200)])
+def test_solver_matches_dense_solve(name, steps):
+    rng = np.random.default_rng(0)
+    a, g = linear_system(rng)
+    result = solvers.get_solver(name)(apply_jt(a), ops.convert_to_tensor(g.astype("float32")), steps=steps, tol=1e-6)
+    want = np.stack([np.linalg.solve(np.eye(12) - a[i].T, g[i]) for i in range(3)])
+    np.testing.assert_allclose(ops.convert_to_numpy(result.solution), want, rtol=1e-3, atol=1e-4)
+    assert float(result.residual) < 1e-5
+    assert not bool(result.failed)
+    assert 1 <= int(result.iterations) <= steps
+
+
+def test_broyden_needs_fewer_iterations_than_fixed_point():
+    rng = np.random.default_rng(1)
+    a, g = linear_system(rng, radius=0.9)
+    rhs = ops.convert_to_tensor(g.astype("float32"))
+    broyden = solvers.broyden(apply_jt(a), rhs, steps=200, tol=1e-5)
+    fixed = solvers.fixed_point(apply_jt(a), rhs, steps=200, tol=1e-5)
+    assert int(broyden.iterations) < int(fixed.iterations)
+
+
+@pytest.mark.parametrize("name", ["broyden", "fixed_point"])
+def test_divergence_is_reported_and_solution_stays_finite(name):
+    rng = np.random.default_rng(2)
+    a, g = linear_system(rng, radius=3.0)  # I - A^T is solvable, but no iteration contracts
+    result = solvers.get_solver(name)(apply_jt(a * 1e20), ops.convert_to_tensor(g.astype("float32")), steps=30)
+    assert bool(result.failed)
+    assert np.all(np.isfinite(ops.convert_to_numpy(result.solution)))
+
+
+def test_unknown_solver_lists_known_ones():
+    with pytest.raises(ValueError, match=r"`solver`.*'broyden', 'fixed_point'.*'newton'"):
+        solvers.get_solver("newton")
