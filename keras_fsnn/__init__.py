@@ -4,7 +4,7 @@ Import this package before loading a `.keras` file that holds its layers (it reg
 them with Keras under the package name "keras_fsnn").
 """
 
-from keras_fsnn import backend, callbacks, gradients, initializers, neurons, solvers
+from keras_fsnn import backend, callbacks, datasets, gradients, initializers, models, neurons, solvers, training
 from keras_fsnn.layers import FeedbackSpikingBlock, SpectralNormRestriction
 
 __version__ = "0.1.0"
@@ -14,8 +14,11 @@ __all__ = [
     "SpectralNormRestriction",
     "backend",
     "callbacks",
+    "datasets",
     "gradients",
     "initializers",
+    "models",
     "neurons",
     "solvers",
+    "training",
 ]

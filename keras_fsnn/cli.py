@@ -1,0 +1,95 @@
+"""`keras-fsnn`: train, evaluate and list the zoo models from the command line.
+
+    keras-fsnn train fsnn_fmnist --data-dir ~/data --output-dir runs/fmnist
+    keras-fsnn train fsnn_fmnist --output-dir runs/fmnist --resume      # after an interruption
+    keras-fsnn eval fsnn_fmnist --data-dir ~/data                         # the pretrained preset
+    keras-fsnn eval fsnn_fmnist --weights runs/fmnist/model.keras --time-steps 10
+    keras-fsnn list
+"""
+
+import argparse
+import json
+import shlex
+import sys
+
+
+def _add_model_flags(parser):
+    parser.add_argument("--time-steps", type=int, help="T (default: the paper's for this model)")
+    parser.add_argument("--neuron", choices=["if", "lif"])
+    parser.add_argument("--leak", type=float)
+    parser.add_argument("--threshold", type=float)
+    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--solver", choices=["broyden", "fixed_point"])
+    parser.add_argument("--solver-steps", type=int)
+
+
+def _model_overrides(args):
+    names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps"]
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="keras-fsnn", description="Feedback spiking networks (IDE) for Keras.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a zoo model with its paper recipe")
+    train.add_argument("name")
+    train.add_argument("--data-dir", help="folder with the dataset files (default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
+    train.add_argument("--output-dir", help="run folder (default: runs/NAME)")
+    train.add_argument("--resume", action="store_true", help="continue the interrupted run in --output-dir")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--learning-rate", type=float)
+    train.add_argument("--milestones", type=int, nargs="+", help="epochs at which the learning rate is divided by 10")
+    train.add_argument("--warmup-steps", type=int, help="linear learning-rate warmup iterations")
+    train.add_argument("--limit", type=int, help="use only the first N training and test examples")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--no-jit", action="store_true", help="do not compile with XLA")
+    train.add_argument("--verbose", default="auto")
+    _add_model_flags(train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a zoo model: accuracy, firing rates, residual")
+    evaluate.add_argument("name")
+    evaluate.add_argument("--weights", default="pretrained", help="'pretrained', or a .keras / .weights.h5 file")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--limit", type=int, help="evaluate on the first N test examples")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--time-steps", type=int, help="simulate for T steps instead of the model's own")
+
+    commands.add_parser("list", help="list the zoo presets and their status")
+
+    args = parser.parse_args(argv)
+    if args.command == "train":
+        from keras_fsnn.training import train as run_training
+
+        verbose = int(args.verbose) if str(args.verbose).isdigit() else args.verbose
+        result = run_training(
+            args.name, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, epochs=args.epochs,
+            batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
+            warmup_steps=args.warmup_steps, limit=args.limit, seed=args.seed,
+            jit_compile=not args.no_jit, verbose=verbose, model_overrides=_model_overrides(args),
+            command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
+        _print_result(args.name, result)
+    elif args.command == "eval":
+        from keras_fsnn import zoo
+
+        result = zoo.evaluate(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
+                              batch_size=args.batch_size, time_steps=args.time_steps)
+        _print_result(args.name, result)
+    else:
+        from keras_fsnn import zoo
+
+        for entry in zoo.list():
+            print(f"{entry['name']:<22} {entry['status']}")
+
+
+def _print_result(name, result):
+    print(f"{name}: test accuracy {result['accuracy']:.4f} on {result['examples']} images, loss {result['loss']:.4f}")
+    if "firing_rates" in result:
+        print("average firing rate per layer: " + ", ".join(f"{r:.4f}" for r in result["firing_rates"]))
+        print(f"equilibrium residual ||f(a[T]) - a[T]|| at T={result['time_steps']}: {result['residual_at_T']:.4f}")
+    print(json.dumps({k: v for k, v in result.items() if k != "residual_trace"}))
+
+
+if __name__ == "__main__":
+    main()

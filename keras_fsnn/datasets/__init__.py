@@ -1,0 +1,144 @@
+"""Datasets of the papers, read from the official files in a local folder (or through
+tensorflow-datasets when it is installed and has the data), as NumPy arrays or as batched
+pipelines with the papers' preprocessing.
+
+Images are returned as uint8 (N, H, W, C); pipelines yield float32 images in [0, 1] (the
+normalisation is a layer inside every zoo model) and int64 labels. Augmentation follows
+paper 000 F.3.1: random crop (zero padding 4) and horizontal flip for CIFAR, none for the
+others.
+
+Where the files are looked for, in order: `data_dir/<name>/`, then `data_dir/` itself,
+where `data_dir` is the argument, else the `KERAS_FSNN_DATA` environment variable, else
+`~/.keras/datasets`.
+"""
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_fsnn import validation
+from keras_fsnn.datasets import readers
+from keras_fsnn.datasets.readers import DatasetNotFoundError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    shape: tuple
+    num_classes: int
+    sizes: tuple  # (train, test)
+    files: str  # what to put in the folder
+    tfds_name: str = None
+    augment: bool = False
+
+
+DATASETS = {
+    "mnist": DatasetInfo("mnist", (28, 28, 1), 10, (60000, 10000),
+                         "the four official idx files train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+                         "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz", "mnist"),
+    "fashion_mnist": DatasetInfo("fashion_mnist", (28, 28, 1), 10, (60000, 10000),
+                                 "the four official idx .gz files (same names as MNIST)", "fashion_mnist"),
+    "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10, (50000, 10000),
+                           "cifar-10-batches-py/ (the official python pickles) or cifar10.npz with "
+                           "x_train, y_train, x_test, y_test", "cifar10", augment=True),
+    "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100, (50000, 10000),
+                            "cifar-100-python/ (the official python pickles) or cifar100.npz", "cifar100", augment=True),
+    "nmnist": DatasetInfo("nmnist", (30, 34, 34, 2), 10, (60000, 10000),
+                          "the official Train/<digit>/*.bin and Test/<digit>/*.bin event files"),
+}
+
+SPLITS = {"train": "train", "test": "test"}
+
+
+def default_data_dir():
+    return os.environ.get("KERAS_FSNN_DATA") or os.path.join(os.path.expanduser("~"), ".keras", "datasets")
+
+
+def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30):
+    """(images, labels) of a dataset split as NumPy arrays.
+
+    Args:
+        name: "mnist", "fashion_mnist", "cifar10", "cifar100" or "nmnist".
+        split: "train" or "test".
+        data_dir: the folder to look in (see the module docstring).
+        source: "files" (official formats only), "tfds" (tensorflow-datasets with
+            `data_dir`, no download) or "auto" (files, then tfds if it is installed).
+        time_steps: N-MNIST frames per sample.
+    """
+    info = validation.choose("name", name, DATASETS)
+    split = validation.choose("split", split, SPLITS)
+    validation.choose("source", source, {"auto": 1, "files": 1, "tfds": 1})
+    data_dir = data_dir or default_data_dir()
+    looked = []
+    if source in ("auto", "files"):
+        for folder in (os.path.join(data_dir, info.name), data_dir):
+            try:
+                return _read_files(info, folder, split, time_steps)
+            except DatasetNotFoundError as missing:
+                looked.extend(missing.args[0] if missing.args and isinstance(missing.args[0], list) else [folder])
+    if source in ("auto", "tfds") and info.tfds_name:
+        try:
+            return _read_tfds(info, split, data_dir)
+        except ImportError:
+            if source == "tfds":
+                raise
+        except Exception as error:  # tfds has no prepared copy there
+            looked.append(f"tensorflow-datasets '{info.tfds_name}' in {data_dir} ({type(error).__name__})")
+    raise DatasetNotFoundError(
+        f"Dataset {info.name!r} ({split}) was not found. Looked for:\n  " + "\n  ".join(looked)
+        + f"\nPut {info.files} in {os.path.join(data_dir, info.name)} (or pass data_dir=..., or set "
+        "KERAS_FSNN_DATA). Nothing is downloaded."
+    )
+
+
+def _read_files(info, folder, split, time_steps):
+    if info.name in ("mnist", "fashion_mnist"):
+        return readers.read_mnist_format(folder, split)
+    if info.name in ("cifar10", "cifar100"):
+        return readers.read_cifar(folder, split, info.num_classes)
+    return readers.read_nmnist(folder, split, time_steps)
+
+
+def _read_tfds(info, split, data_dir):
+    import tensorflow_datasets as tfds
+
+    data = tfds.load(info.tfds_name, split=split, data_dir=data_dir, download=False, as_supervised=True, batch_size=-1)
+    images, labels = tfds.as_numpy(data)
+    return np.asarray(images, np.uint8), np.asarray(labels, np.int64)
+
+
+def make_pipeline(name, split="train", data_dir=None, batch_size=128, training=None, augment=None,
+                  shuffle_seed=0, source="auto", limit=None, arrays=None):
+    """A batched `tf.data.Dataset` of (float32 images in [0, 1], int64 labels).
+
+    `training` (default: split == "train") shuffles each epoch; `augment` (default: the
+    dataset's paper augmentation when training) applies random crop + flip for CIFAR.
+    `limit` keeps the first `limit` examples (a fixed slice, for quick checks).
+    """
+    import tensorflow as tf
+
+    info = validation.choose("name", name, DATASETS)
+    images, labels = arrays if arrays is not None else load_arrays(name, split, data_dir, source)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    training = (split == "train") if training is None else training
+    augment = (info.augment and training) if augment is None else augment
+
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=shuffle_seed, reshuffle_each_iteration=True)
+
+    def prepare(image, label):
+        image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 and info.name != "nmnist" else tf.cast(image, tf.float32)
+        if augment:
+            image = tf.image.resize_with_crop_or_pad(image, info.shape[0] + 8, info.shape[1] + 8)
+            image = tf.image.random_crop(image, info.shape)
+            image = tf.image.random_flip_left_right(image)
+        return image, label
+
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFoundError", "default_data_dir", "load_arrays", "make_pipeline"]

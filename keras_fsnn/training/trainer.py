@@ -1,0 +1,233 @@
+"""Train and evaluate the zoo models with their recipes, resumably.
+
+A run lives in one folder:
+
+    run.json          the recipe and model settings of the run (authoritative on resume)
+    checkpoint.keras  model + optimizer state after the last finished epoch (atomic write)
+    state.json        the number of finished epochs
+    log.csv           per-epoch loss/accuracy/firing rates/residuals (appended on resume)
+    tensorboard/      TensorBoard logs (when tensorboard is installed)
+    model.keras       the final model;  result.json: its test evaluation
+
+The data order and the augmentation of epoch e are stateless functions of (seed, e) and
+the dropout RNG state is saved with the model, so an interrupted run resumed with
+`resume=True` continues exactly as if it had not been interrupted.
+"""
+
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_fsnn import datasets
+from keras_fsnn.callbacks import EquilibriumMonitor, spiking_blocks
+from keras_fsnn.models import ARCHITECTURES, count_parameters
+from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
+from keras_fsnn.training.recipes import get_recipe
+
+EVAL_BATCH = 256
+
+
+def build_model(name, **model_overrides):
+    """The architecture of zoo entry `name` with its recipe's settings and `model_overrides`."""
+    recipe = get_recipe(name)
+    kwargs = {**recipe.model_kwargs, **model_overrides}
+    return ARCHITECTURES[recipe.architecture](name=name, **kwargs)
+
+
+def compile_model(model, recipe, steps_per_epoch, jit_compile=True):
+    schedule = WarmupMultiStep(recipe.learning_rate, steps_per_epoch, recipe.milestones, 0.1, recipe.warmup_steps)
+    model.compile(
+        optimizer=CoupledSGD(schedule, momentum=recipe.momentum, coupled_weight_decay=recipe.weight_decay),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augment):
+    """Batches for epochs first_epoch..last_epoch-1; epoch e is shuffled (and augmented)
+    by stateless random ops seeded with (seed, e)."""
+    import tensorflow as tf
+
+    images = tf.constant(images)
+    labels = tf.constant(labels)
+    count = int(labels.shape[0])
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+
+        def example(position, index):
+            image = tf.gather(images, index)
+            image = tf.cast(image, tf.float32) / 255.0 if info.name != "nmnist" else tf.cast(image, tf.float32)
+            if augment:
+                crop_seed = tf.stack([epoch, tf.cast(position, tf.int64)])
+                image = tf.image.resize_with_crop_or_pad(image, info.shape[0] + 8, info.shape[1] + 8)
+                image = tf.image.stateless_random_crop(image, info.shape, seed=crop_seed)
+                image = tf.image.stateless_random_flip_left_right(image, seed=crop_seed + 1)
+            return image, tf.gather(labels, index)
+
+        positions = tf.data.Dataset.range(count)
+        return tf.data.Dataset.zip((positions, tf.data.Dataset.from_tensor_slices(order))).map(
+            example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
+    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch: the full model (with optimizer state) to checkpoint.keras, written
+    to a temporary file and renamed, then the finished-epoch count to state.json."""
+
+    def __init__(self, folder):
+        super().__init__()
+        self.folder = folder
+
+    def on_epoch_end(self, epoch, logs=None):
+        path = os.path.join(self.folder, "checkpoint.keras")
+        self.model.save(path + ".tmp.keras")
+        os.replace(path + ".tmp.keras", path)
+        _write_json(os.path.join(self.folder, "state.json"), {"finished_epochs": epoch + 1})
+
+
+def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
+          milestones=None, warmup_steps=None, limit=None, seed=0, jit_compile=True, verbose="auto", model_overrides=None, command=None):
+    """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
+
+    Returns the test evaluation (see `evaluate`). With `resume=True` the run in
+    `output_dir` continues from its last finished epoch with its saved settings; without
+    it an existing run there is an error (nothing is overwritten).
+    """
+    import tensorflow as tf  # the input pipeline (tf.data)
+
+    output_dir = output_dir or os.path.join("runs", name)
+    run_path = os.path.join(output_dir, "run.json")
+    overrides = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                     milestones=list(milestones) if milestones is not None else None)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
+                "seed": seed, "limit": limit, "data_dir": data_dir}
+    if os.path.exists(run_path):
+        if not resume:
+            raise FileExistsError(
+                f"{output_dir} already holds a run of {json.load(open(run_path))['name']!r}; pass resume=True "
+                "(--resume) to continue it, or choose another output directory.")
+        saved = json.load(open(run_path))
+        # A resumed run keeps its saved settings; only the number of epochs may grow.
+        asked = {**{k: v for k, v in overrides.items() if k != "epochs"}, **settings["model_overrides"]}
+        kept = {**{k: v for k, v in saved["recipe_overrides"].items() if k != "epochs"}, **saved["model_overrides"]}
+        changed = {k: (kept.get(k), v) for k, v in asked.items() if kept.get(k) != v}
+        if changed:
+            raise ValueError(f"resume continues the saved run with its own settings; these differ (saved, asked): {changed}")
+        settings = {**saved, "data_dir": data_dir or saved.get("data_dir")}
+        if epochs is not None:
+            settings["recipe_overrides"] = {**saved["recipe_overrides"], "epochs": epochs}
+            _write_json(run_path, settings)
+    elif resume:
+        raise FileNotFoundError(f"Nothing to resume in {output_dir}: no run.json there.")
+    else:
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+    recipe_overrides = dict(settings["recipe_overrides"])
+    if "milestones" in recipe_overrides:
+        recipe_overrides["milestones"] = tuple(recipe_overrides["milestones"])
+    recipe = dataclasses.replace(get_recipe(settings["name"]), **recipe_overrides)
+    info = datasets.DATASETS[recipe.dataset]
+    x_train, y_train = datasets.load_arrays(recipe.dataset, "train", settings["data_dir"])
+    x_test, y_test = datasets.load_arrays(recipe.dataset, "test", settings["data_dir"])
+    if settings["limit"]:
+        x_train, y_train = x_train[: settings["limit"]], y_train[: settings["limit"]]
+        x_test, y_test = x_test[: settings["limit"]], y_test[: settings["limit"]]
+    steps_per_epoch = int(np.ceil(len(y_train) / recipe.batch_size))
+
+    state_path = os.path.join(output_dir, "state.json")
+    first_epoch = json.load(open(state_path))["finished_epochs"] if resume and os.path.exists(state_path) else 0
+    if first_epoch:
+        import keras_fsnn  # noqa: F401  (registers the layers)
+
+        model = keras.saving.load_model(os.path.join(output_dir, "checkpoint.keras"))
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=jit_compile)
+    else:
+        keras.utils.set_random_seed(settings["seed"])
+        model = compile_model(build_model(settings["name"], **settings["model_overrides"]), recipe, steps_per_epoch, jit_compile)
+
+    train_data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first_epoch, recipe.epochs,
+                                settings["seed"], info.augment)
+    test_data = datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(x_test, y_test))
+    callbacks = [EpochCheckpoint(output_dir), EquilibriumMonitor(),
+                 keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True)]
+    try:
+        import tensorboard  # noqa: F401
+
+        callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
+    except ImportError:
+        pass
+    started = time.time()
+    if first_epoch < recipe.epochs:
+        model.fit(train_data, epochs=recipe.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
+                  validation_data=test_data, callbacks=callbacks, verbose=verbose)
+    model.save(os.path.join(output_dir, "model.keras"))
+    result = evaluate(model, test_data)
+    result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),
+                  machine=machine_description(), parameters=count_parameters(model), dataset=recipe.dataset)
+    _write_json(os.path.join(output_dir, "result.json"), result)
+    del tf
+    return result
+
+
+def evaluate(model, data, residual_batches=4):
+    """Test accuracy and loss, mean firing rate per spiking layer over the whole data, and
+    the equilibrium residual ||f(a[T]) - a[T]|| at T (mean over a few batches)."""
+    from keras import ops
+
+    blocks = spiking_blocks(model)
+    correct = total = 0
+    loss_sum = 0.0
+    rate_sums = None
+    residuals = []
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
+    for i, (x, y) in enumerate(data):
+        logits = model(x, training=False)
+        y = np.asarray(y)
+        correct += int(np.sum(np.argmax(ops.convert_to_numpy(logits), -1) == y))
+        total += len(y)
+        loss_sum += float(loss_fn(y, logits))
+        rates = [block.diagnostics() for block in blocks]
+        batch_rates = [[v for k, v in d.items() if k.startswith("rate_")] for d in rates]
+        weighted = [np.asarray(r) * len(y) for r in batch_rates]
+        rate_sums = weighted if rate_sums is None else [a + b for a, b in zip(rate_sums, weighted)]
+        if i < residual_batches and blocks:
+            block_input = _block_input(model, blocks[-1], x)
+            trace = ops.convert_to_numpy(blocks[-1].simulate(block_input, record_residuals=True)["residuals"])
+            residuals.append(trace)
+    result = {"accuracy": correct / total, "loss": loss_sum / total, "examples": total}
+    if blocks:
+        result["firing_rates"] = [float(r) for r in rate_sums[-1] / total]
+        trace = np.mean(residuals, axis=0)
+        result["residual_at_T"] = float(trace[-1])
+        result["residual_trace"] = [float(v) for v in trace]
+        result["time_steps"] = blocks[-1].time_steps
+    return result
+
+
+def _block_input(model, block, x):
+    """What `block` receives inside `model` for input `x` (the layers before it)."""
+    feeder = keras.Model(model.inputs, block.input)
+    return feeder(x, training=False)
+
+
+def machine_description():
+    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, Keras {keras.__version__} ({keras.backend.backend()}), Python {sys.version.split()[0]}"
+
+
+def _write_json(path, value):
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=2)
+    os.replace(path + ".tmp", path)
