@@ -58,6 +58,11 @@ def main(argv=None):
 
     commands.add_parser("list", help="list the zoo presets and their status")
 
+    export = commands.add_parser("export", help="turn a finished training run into a zoo preset folder")
+    export.add_argument("run_dir")
+    export.add_argument("--to", required=True, help="the preset folder to write, e.g. zoo/fsnn_fmnist")
+    export.add_argument("--data-dir", help="dataset folder for the test-slice check (default: the run's)")
+
     args = parser.parse_args(argv)
     if args.command == "train":
         from keras_fsnn.training import train as run_training
@@ -76,6 +81,11 @@ def main(argv=None):
         result = zoo.evaluate(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
                               batch_size=args.batch_size, time_steps=args.time_steps)
         _print_result(args.name, result)
+    elif args.command == "export":
+        from keras_fsnn import zoo
+
+        metadata = zoo.export_run(args.run_dir, args.to, data_dir=args.data_dir)
+        print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
     else:
         from keras_fsnn import zoo
 

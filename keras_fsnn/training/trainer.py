@@ -172,7 +172,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     started = time.time()
     if first_epoch < recipe.epochs:
         model.fit(train_data, epochs=recipe.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
-                  validation_data=test_data, callbacks=callbacks, verbose=verbose)
+                  validation_data=test_data, callbacks=callbacks, verbose=verbose, shuffle=False)
     model.save(os.path.join(output_dir, "model.keras"))
     result = evaluate(model, test_data)
     result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),

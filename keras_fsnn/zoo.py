@@ -1,0 +1,287 @@
+"""The model zoo: the papers' FSNNs by name, with weights trained and measured here.
+
+A preset is a folder (keras-hub layout), shipped under the repository's `zoo/` (installed as
+the package `keras_fsnn.presets`) or anywhere on disk:
+
+    config.json         {"architecture": ..., "arguments": {...}}: how to build the model
+    model.weights.h5    the weights (absent while the preset is untrained)
+    metadata.json       status, sha256 of the weights, dataset, T, neuron, measured test
+                        accuracy / firing rates / residual, training command and machine
+    README.md           the model card
+
+    model = keras_fsnn.zoo.load("fsnn_fmnist")                 # verified pretrained weights
+    model = keras_fsnn.zoo.load("alexnet_f", weights=None)     # the architecture, fresh weights
+    model = keras_fsnn.zoo.load("/path/to/preset_folder")
+
+Weights are checked against their sha256 before loading. A preset that has not been
+trained says so in `list()` and its card, and `load` refuses it unless `weights=None`.
+"""
+
+import hashlib
+import json
+import os
+
+import keras
+
+from keras_fsnn.models import ARCHITECTURES, count_parameters
+
+WEIGHTS_FILE = "model.weights.h5"
+TRAINED = "trained"
+
+
+class PresetError(ValueError):
+    """A preset cannot be loaded as asked (unknown, untrained, missing or corrupted)."""
+
+
+def preset_root():
+    """The folder holding the shipped presets (`$KERAS_FSNN_ZOO` overrides it)."""
+    if os.environ.get("KERAS_FSNN_ZOO"):
+        return os.environ["KERAS_FSNN_ZOO"]
+    try:
+        import keras_fsnn.presets as presets
+
+        return next(iter(presets.__path__))
+    except ImportError:
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "zoo")
+
+
+def names():
+    root = preset_root()
+    return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
+
+
+def list():  # noqa: A001 - the issue's API name
+    """Every shipped preset with its status and, when trained, its measured accuracy."""
+    entries = []
+    for name in names():
+        metadata = _read_json(os.path.join(preset_root(), name, "metadata.json"))
+        if metadata.get("status") == TRAINED:
+            status = (f"trained: {100 * metadata['test_accuracy']:.2f}% test accuracy on {metadata['dataset']} "
+                      f"(T={metadata['time_steps']}, {metadata['neuron'].upper()})")
+        else:
+            status = f"not trained yet ({metadata.get('reason', 'no weights')}); load(..., weights=None) builds it"
+        entries.append({"name": name, "status": status, "metadata": metadata})
+    return entries
+
+
+def locate(name):
+    """The folder of preset `name` (a shipped name or a path to a preset folder)."""
+    if os.path.isdir(name):
+        folder = name
+    else:
+        folder = os.path.join(preset_root(), str(name))
+        if not os.path.isfile(os.path.join(folder, "config.json")):
+            known = ", ".join(repr(n) for n in names())
+            raise PresetError(f"Unknown zoo preset {name!r}. Known presets: {known}; or pass a preset folder path.")
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise PresetError(f"{folder} is not a preset folder: it has no config.json.")
+    return folder
+
+
+def build(name, **overrides):
+    """The architecture of a preset, with fresh weights; `overrides` change its arguments
+    (e.g. time_steps=10 to evaluate at another T)."""
+    folder = locate(name)
+    config = _read_json(os.path.join(folder, "config.json"))
+    architecture = config["architecture"]
+    if architecture not in ARCHITECTURES:
+        raise PresetError(f"{folder}/config.json names architecture {architecture!r}; known: {sorted(ARCHITECTURES)}.")
+    return ARCHITECTURES[architecture](**{**config["arguments"], **overrides})
+
+
+def load(name, weights="pretrained", **overrides):
+    """Build preset `name` and load its weights.
+
+    Args:
+        name: a zoo name (see `list()`) or a preset folder.
+        weights: "pretrained" (the preset's verified weights), None (fresh weights), or a
+            path to a `.weights.h5` or `.keras` file with weights for this architecture.
+        **overrides: architecture arguments to change, e.g. `time_steps`.
+    """
+    folder = locate(name)
+    model = build(folder, **overrides)
+    if weights is None:
+        return model
+    if weights == "pretrained":
+        path = pretrained_weights_path(folder)
+    else:
+        path = os.fspath(weights)
+        if not os.path.isfile(path):
+            raise PresetError(f"weights={path!r}: no such file.")
+    if path.endswith(".keras"):
+        import keras_fsnn  # noqa: F401  (registers the layers)
+
+        source = keras.saving.load_model(path, compile=False)
+        model.set_weights(source.get_weights())
+    else:
+        try:
+            model.load_weights(path)
+        except Exception as error:
+            raise PresetError(f"Could not load weights from {path} into {name!r}: {error}") from error
+    return model
+
+
+def pretrained_weights_path(folder):
+    """The preset's weights file after checking it exists and matches its sha256 (fetched
+    from `weights_url` into the Keras cache when the file is not in the folder)."""
+    metadata = _read_json(os.path.join(folder, "metadata.json"))
+    name = os.path.basename(os.path.normpath(folder))
+    if metadata.get("status") != TRAINED:
+        raise PresetError(
+            f"Preset {name!r} has no pretrained weights: {metadata.get('reason', 'it has not been trained')}. "
+            f"Use keras_fsnn.zoo.load({name!r}, weights=None) for the architecture, or train it with "
+            f"`keras-fsnn train {name}`.")
+    expected = metadata["weights_sha256"]
+    path = os.path.join(folder, WEIGHTS_FILE)
+    if not os.path.isfile(path):
+        if not metadata.get("weights_url"):
+            raise PresetError(f"Preset {name!r}: its weights file {path} is missing (and no weights_url is configured).")
+        path = keras.utils.get_file(f"{name}-{expected[:12]}.weights.h5", origin=metadata["weights_url"],
+                                    file_hash=expected, hash_algorithm="sha256", cache_subdir="keras_fsnn")
+    actual = sha256(path)
+    if actual != expected:
+        raise PresetError(
+            f"Preset {name!r}: {path} is corrupted or truncated ({os.path.getsize(path)} bytes, sha256 {actual}; "
+            f"expected {expected}). Restore the file from the repository.")
+    return path
+
+
+def save_preset(model, folder, architecture, arguments, metadata, card=None):
+    """Write `model` as a preset folder: config, weights, metadata (with the weights'
+    sha256 and parameter count) and a model card."""
+    os.makedirs(folder, exist_ok=True)
+    _write_json(os.path.join(folder, "config.json"), {"architecture": architecture, "arguments": arguments})
+    path = os.path.join(folder, WEIGHTS_FILE)
+    model.save_weights(path)
+    metadata = {**metadata, "status": TRAINED, "weights_sha256": sha256(path), "parameters": count_parameters(model)}
+    _write_json(os.path.join(folder, "metadata.json"), metadata)
+    with open(os.path.join(folder, "README.md"), "w") as f:
+        f.write(card if card is not None else model_card(os.path.basename(os.path.normpath(folder)), metadata, arguments))
+    return metadata
+
+
+SLICE = 500  # the fixed test slice (first images of the test split) a preset records
+
+
+def export_run(run_dir, folder, data_dir=None):
+    """Turn a finished `keras-fsnn train` run into a preset folder. The figures in the
+    metadata and card are the run's own test evaluation (result.json, full test set), plus
+    the accuracy on the first `SLICE` test images (what the zoo tests re-check)."""
+    import keras_fsnn  # noqa: F401
+    from keras_fsnn.training import get_recipe
+
+    run = _read_json(os.path.join(run_dir, "run.json"))
+    result = _read_json(os.path.join(run_dir, "result.json"))
+    if run.get("limit"):
+        raise PresetError(f"{run_dir} was trained on a subset (limit={run['limit']}); a preset needs the full data.")
+    recipe = get_recipe(run["name"])
+    name = os.path.basename(os.path.normpath(folder))
+    arguments = {**recipe.model_kwargs, **run["model_overrides"], "name": name}
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
+    block = [layer for layer in model._flatten_layers() if hasattr(layer, "neuron")][0]
+    previous = _read_json(os.path.join(folder, "metadata.json")) if os.path.isfile(os.path.join(folder, "metadata.json")) else {}
+    epochs = run["recipe_overrides"].get("epochs", recipe.epochs)
+    metadata = {
+        "description": previous.get("description", ""),
+        "paper_result": previous.get("paper_result", ""),
+        "architecture_name": recipe.architecture,
+        "dataset": recipe.dataset,
+        "time_steps": block.time_steps,
+        "neuron": block.neuron.name,
+        "leak": block.neuron.leak,
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "test_examples": result["examples"],
+        "firing_rates": result.get("firing_rates", []),
+        "residual_at_T": result.get("residual_at_T"),
+        "epochs": epochs,
+        "training": f"{epochs} epochs, SGD momentum {recipe.momentum}, lr {run['recipe_overrides'].get('learning_rate', recipe.learning_rate)}, "
+                    f"milestones {run['recipe_overrides'].get('milestones', list(recipe.milestones))}, weight decay {recipe.weight_decay}, "
+                    f"batch {run['recipe_overrides'].get('batch_size', recipe.batch_size)}",
+        "train_command": run.get("command") or "",
+        "machine": result.get("machine", ""),
+        "trained": run.get("started", ""),
+    }
+    metadata = save_preset(model, folder, recipe.architecture, arguments, metadata)
+    check = evaluate(folder, data_dir=data_dir or run.get("data_dir"), limit=SLICE)
+    metadata["test_slice"] = {"examples": check["examples"], "accuracy": check["accuracy"]}
+    _write_json(os.path.join(folder, "metadata.json"), metadata)
+    return metadata
+
+
+def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=256, time_steps=None):
+    """Test-set accuracy, per-layer firing rates and equilibrium residual of a preset."""
+    from keras_fsnn import datasets
+    from keras_fsnn.training import evaluate as evaluate_model
+
+    folder = locate(name)
+    metadata = _read_json(os.path.join(folder, "metadata.json"))
+    overrides = {"time_steps": time_steps} if time_steps else {}
+    if weights not in ("pretrained", None) and str(weights).endswith(".keras") and not overrides:
+        import keras_fsnn  # noqa: F401
+
+        model = keras.saving.load_model(weights, compile=False)
+    else:
+        model = load(folder, weights=weights, **overrides)
+    dataset = metadata["dataset"]
+    data = datasets.make_pipeline(dataset, "test", data_dir, batch_size=batch_size, limit=limit)
+    return evaluate_model(model, data)
+
+
+def model_card(name, metadata, arguments):
+    rates = ", ".join(f"layer {i + 1}: {r:.4f}" for i, r in enumerate(metadata.get("firing_rates", [])))
+    lines = [
+        f"# {name}",
+        "",
+        metadata.get("description", ""),
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| architecture | `{metadata.get('architecture_name', '')}` ({metadata['parameters']:,} parameters, paper convention) |",
+        f"| dataset | {metadata['dataset']} ({metadata.get('test_examples', '')} test images) |",
+        f"| neuron | {metadata['neuron'].upper()}" + (f", leak {metadata['leak']}" if metadata.get('leak') not in (None, 1.0) else "")
+        + f", V_th = {arguments.get('threshold', 2.0)}, T = {metadata['time_steps']} |",
+        f"| **test accuracy** | **{100 * metadata['test_accuracy']:.2f}%** (full test set, final epoch, no selection on the test set) |",
+        f"| paper | {metadata.get('paper_result', '')} |",
+        f"| average firing rate | {rates} |",
+        f"| equilibrium residual at T | {metadata.get('residual_at_T', float('nan')):.4f} |",
+        f"| training | {metadata.get('training', '')} |",
+        f"| machine | {metadata.get('machine', '')} |",
+        f"| weights sha256 | `{metadata['weights_sha256']}` |",
+        "",
+        "Reproduce the training:",
+        "",
+        f"    {metadata.get('train_command', '')}",
+        "",
+        "Reproduce the measurement:",
+        "",
+        f"    keras-fsnn eval {name} --data-dir DATA",
+        "",
+        "Load it:",
+        "",
+        "    import keras_fsnn",
+        f"    model = keras_fsnn.zoo.load({name!r})   # input: images as floats in [0, 1]",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_json(path):
+    if not os.path.isfile(path):
+        raise PresetError(f"{path} is missing.")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")

@@ -1,0 +1,117 @@
+"""The zoo: exact parameter counts of the seven architectures, honest presets, verified
+weights, and trained presets that reproduce their recorded accuracy."""
+
+import json
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+from data_paths import SHARED
+from keras import ops
+
+from keras_fsnn import zoo
+from keras_fsnn.models import count_parameters
+
+PAPER_COUNTS = {
+    "fsnn_mnist": 229_642,
+    "fsnn_fmnist": 478_810,
+    "fsnn_nmnist": 290_762,
+    "alexnet_f": 3_709_514,
+    "alexnet_f_cifar100": 5_184_164,
+    "cifarnet_f": 11_840_010,
+    "cifarnet_f_cifar100": 14_789_220,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
+def test_architecture_has_the_papers_parameter_count(name):
+    model = zoo.load(name, weights=None)
+    assert count_parameters(model) == PAPER_COUNTS[name]
+    spectral_alphas = len(model.trainable_weights) - len([w for w in model.trainable_weights if "alpha" not in w.path])
+    assert spectral_alphas == 1  # the one excluded trainable scalar
+
+
+def test_list_names_every_preset_and_its_status():
+    entries = {e["name"]: e for e in zoo.list()}
+    assert set(entries) == set(PAPER_COUNTS)
+    for entry in entries.values():
+        trained = entry["metadata"].get("status") == "trained"
+        assert entry["status"].startswith("trained:" if trained else "not trained yet")
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(zoo.PresetError, match=r"Unknown zoo preset 'resnet50'. Known presets: 'alexnet_f', .*'fsnn_mnist'"):
+        zoo.load("resnet50")
+
+
+def test_untrained_preset_refuses_pretrained_weights():
+    untrained = [e["name"] for e in zoo.list() if e["metadata"].get("status") != "trained"]
+    assert untrained, "every preset is trained; nothing to check here"
+    with pytest.raises(zoo.PresetError, match=r"has no pretrained weights.*weights=None"):
+        zoo.load(untrained[0])
+
+
+def small_preset(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = zoo.build("fsnn_fmnist", time_steps=3)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+    model(x)
+    folder = tmp_path / "tiny_fmnist"
+    metadata = {"dataset": "fashion_mnist", "neuron": "if", "time_steps": 3, "test_accuracy": 0.5}
+    zoo.save_preset(model, str(folder), "fsnn_fmnist", {"time_steps": 3}, metadata)
+    return model, folder, x
+
+
+def test_preset_round_trip_gives_the_same_predictions(tmp_path):
+    model, folder, x = small_preset(tmp_path)
+    loaded = zoo.load(str(folder))
+    np.testing.assert_array_equal(ops.convert_to_numpy(model(x)), ops.convert_to_numpy(loaded(x)))
+    metadata = json.load(open(folder / "metadata.json"))
+    assert metadata["weights_sha256"] == zoo.sha256(str(folder / "model.weights.h5"))
+    assert "**50.00%**" in open(folder / "README.md").read()
+
+
+def test_corrupted_truncated_or_missing_weights_give_clear_errors(tmp_path):
+    _, folder, _ = small_preset(tmp_path)
+    weights = folder / "model.weights.h5"
+    original = weights.read_bytes()
+    corrupted = bytearray(original)
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    weights.write_bytes(bytes(corrupted))
+    with pytest.raises(zoo.PresetError, match=r"corrupted or truncated .*sha256 [0-9a-f]{64}; expected [0-9a-f]{64}"):
+        zoo.load(str(folder))
+    weights.write_bytes(original[: len(original) // 3])
+    with pytest.raises(zoo.PresetError, match=r"corrupted or truncated \(\d+ bytes"):
+        zoo.load(str(folder))
+    weights.unlink()
+    with pytest.raises(zoo.PresetError, match=r"weights file .* is missing"):
+        zoo.load(str(folder))
+    weights.write_bytes(original)
+    zoo.load(str(folder))  # restored: loads again
+
+
+def test_weights_from_an_explicit_file(tmp_path):
+    model, folder, x = small_preset(tmp_path)
+    copy = tmp_path / "elsewhere.weights.h5"
+    shutil.copy(folder / "model.weights.h5", copy)
+    loaded = zoo.load(str(folder), weights=str(copy))
+    np.testing.assert_array_equal(ops.convert_to_numpy(model(x)), ops.convert_to_numpy(loaded(x)))
+    with pytest.raises(zoo.PresetError, match="no such file"):
+        zoo.load(str(folder), weights=str(tmp_path / "nope.weights.h5"))
+
+
+TRAINED = [e["name"] for e in zoo.list() if e["metadata"].get("status") == "trained"]
+
+
+@pytest.mark.parametrize("name", TRAINED)
+def test_trained_preset_reproduces_its_recorded_accuracy(name):
+    metadata = zoo.list()[[e["name"] for e in zoo.list()].index(name)]["metadata"]
+    if not os.path.isdir(os.path.join(SHARED, metadata["dataset"])):
+        pytest.skip(f"{metadata['dataset']} not available in {SHARED}")
+    recorded = metadata["test_slice"]
+    result = zoo.evaluate(name, data_dir=SHARED, limit=recorded["examples"])
+    assert result["examples"] == recorded["examples"]
+    assert abs(result["accuracy"] - recorded["accuracy"]) <= 0.01
+    assert abs(result["accuracy"] - metadata["test_accuracy"]) <= 0.03  # the slice is like the full test set
