@@ -196,7 +196,7 @@ def export_run(run_dir, folder, data_dir=None):
         "residual_at_T": result.get("residual_at_T"),
         "epochs": epochs,
         "training": f"{epochs} epochs, SGD momentum {recipe.momentum}, lr {run['recipe_overrides'].get('learning_rate', recipe.learning_rate)}, "
-                    f"milestones {run['recipe_overrides'].get('milestones', list(recipe.milestones))}, weight decay {recipe.weight_decay}, "
+                    f"milestones {run['recipe_overrides'].get('milestones', [*recipe.milestones])}, weight decay {recipe.weight_decay}, "
                     f"batch {run['recipe_overrides'].get('batch_size', recipe.batch_size)}",
         "train_command": run.get("command") or "",
         "machine": result.get("machine", ""),

@@ -2,6 +2,7 @@
 interrupted after an epoch and resumed ends exactly where an uninterrupted run ends."""
 
 import json
+import os
 
 import keras
 import numpy as np
@@ -47,6 +48,8 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
         np.testing.assert_array_equal(x, y)
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert len(log) == 3 and log[0].startswith("epoch,")  # header + one row per epoch, none lost
+    assert "val_accuracy" in log[0] and "fsnn/rate_1" in log[0]
+    assert any(name.startswith("events.out.tfevents") for _, _, files in os.walk(tmp_path / "resumed" / "tensorboard") for name in files)
 
     with pytest.raises(FileExistsError, match="already holds a run of 'fsnn_fmnist'; pass resume=True"):
         train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)

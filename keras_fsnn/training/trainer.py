@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -106,6 +107,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     """
     import tensorflow as tf  # the input pipeline (tf.data)
 
+    get_recipe(name)  # an unknown name fails before anything is written
     output_dir = output_dir or os.path.join("runs", name)
     run_path = os.path.join(output_dir, "run.json")
     overrides = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
@@ -168,7 +170,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
 
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
     except ImportError:
-        pass
+        warnings.warn("TensorBoard logs are off: the tensorboard package is not installed "
+                      "(pip install 'keras-fsnn[train]'); log.csv is written.", stacklevel=2)
     started = time.time()
     if first_epoch < recipe.epochs:
         model.fit(train_data, epochs=recipe.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
