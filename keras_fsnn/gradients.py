@@ -3,13 +3,14 @@ gradients. A mode is a small configuration object, looked up by name in `GRADIEN
 
 The shared skeleton (see `FeedbackSpikingBlock.call`): simulate spikes for T steps with no
 gradient, read the (weighted) average rates a[T], evaluate the fixed-point map once with
-autodiff, z = f(a[T]), and let the backward mode decide what gradient reaches z.
+autodiff, z = f(a[T]), and let the backward mode decide what gradient reaches z. A mode
+with `through_time = True` (the BPTT baseline) instead differentiates the simulation.
 """
 
 import keras
 from keras import ops
 
-from keras_fsnn import backend, solvers, validation
+from keras_fsnn import backend, solvers, surrogates, validation
 
 
 class ImplicitDifferentiation:
@@ -34,6 +35,7 @@ class ImplicitDifferentiation:
     """
 
     name = "ide"
+    through_time = False
 
     def __init__(self, solver="broyden", steps=30, tol=1e-5):
         self.solve = solvers.get_solver(solver)
@@ -71,9 +73,39 @@ class ImplicitDifferentiation:
         return implicit(z, equilibrium, *flat)
 
 
-GRADIENTS = {"ide": ImplicitDifferentiation}
+class BackpropagationThroughTime:
+    """BPTT with a surrogate spike derivative: the baseline IDE is compared against (STBP,
+    paper 000 ref. [44], Table 4). The same T-step simulation as IDE is unrolled and
+    differentiated, each spike H(u - V_th) getting the surrogate derivative h(u - V_th)
+    (gradients also flow through the reset). Memory grows with T: every step's state is
+    kept for the backward pass.
+
+    Batch norm inside the simulation uses stored statistics exactly as in the IDE forward
+    pass; the moving statistics are updated by the same training-mode evaluation of f at
+    a[T] as in IDE (its value is not used), so both modes train the same model.
+
+    Args:
+        surrogate: "rectangular" (STBP, default), "triangle" or "sigmoid".
+        width: the surrogate's width a, in units of membrane potential.
+    """
+
+    name = "bptt"
+    through_time = True
+
+    def __init__(self, surrogate="rectangular", width=1.0):
+        self.spike = surrogates.get_surrogate(surrogate, width)
 
 
-def get_gradient(name, **options):
-    """Build a backward mode by name; only "ide" exists so far."""
-    return validation.choose("gradient", name, GRADIENTS)(**options)
+GRADIENTS = {"ide": ImplicitDifferentiation, "bptt": BackpropagationThroughTime}
+
+
+def get_gradient(name, solver="broyden", solver_steps=30, solver_tol=1e-5, surrogate=None, surrogate_width=1.0):
+    """Build a backward mode by name ("ide" | "bptt") from the block's arguments."""
+    mode = validation.choose("gradient", name, GRADIENTS)
+    if mode is ImplicitDifferentiation:
+        if surrogate is not None:
+            raise ValueError(
+                f"Argument `surrogate` applies to gradient='bptt' only; received surrogate={surrogate!r} "
+                f"with gradient={name!r} (IDE never differentiates the spike function).")
+        return ImplicitDifferentiation(solver=solver, steps=solver_steps, tol=solver_tol)
+    return BackpropagationThroughTime(surrogate or "rectangular", surrogate_width)

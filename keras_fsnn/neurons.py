@@ -44,10 +44,17 @@ class NeuronModel:
         """V_th - u_rest: what a spike subtracts, and the scale of the rate map."""
         return self.threshold - self.resting_potential
 
-    def step(self, potential, current):
-        """One step of eq. 2: returns the new membrane potential and the spikes (0./1.)."""
+    def step(self, potential, current, spike=None):
+        """One step of eq. 2: returns the new membrane potential and the spikes (0./1.).
+
+        `spike(v)` is the spike function of v = u - V_th; the default is the Heaviside step
+        with no gradient, a surrogate (keras_fsnn.surrogates) makes the step differentiable.
+        """
         potential = potential * self.leak + current if self.leak != 1.0 else potential + current
-        spikes = ops.cast(ops.greater_equal(potential, self.threshold), potential.dtype)
+        if spike is None:
+            spikes = ops.cast(ops.greater_equal(potential, self.threshold), potential.dtype)
+        else:
+            spikes = spike(potential - self.threshold)
         return potential - self.reset_amount * spikes, spikes
 
     def accumulate(self, total, spikes):

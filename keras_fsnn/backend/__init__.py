@@ -8,6 +8,9 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
 * `vjp(fn, primal)`: linearise `fn` at `primal` once and return `(fn(primal), pullback)`,
   where `pullback(cotangent)` is the vector-Jacobian product. Keras has no `ops.vjp`. The
   implicit backward calls the pullback once per solver iteration.
+* `time_loop(steps, body, state)`: a fixed-length loop over time steps that reverse-mode
+  autodiff can go through (the BPTT baseline): TensorFlow's while loop needs
+  `maximum_iterations` for that under XLA, and JAX needs a scan-lowered `fori_loop`.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
@@ -19,9 +22,9 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_fsnn.backend.tensorflow_backend import read, report, vjp
+    from keras_fsnn.backend.tensorflow_backend import read, report, time_loop, vjp
 elif _BACKEND == "jax":
-    from keras_fsnn.backend.jax_backend import read, report, vjp
+    from keras_fsnn.backend.jax_backend import read, report, time_loop, vjp
 else:
     raise ImportError(
         f"keras_fsnn supports the 'tensorflow' and 'jax' Keras backends; the active "
@@ -30,4 +33,4 @@ else:
 
 name = _BACKEND
 
-__all__ = ["name", "read", "report", "vjp"]
+__all__ = ["name", "read", "report", "time_loop", "vjp"]

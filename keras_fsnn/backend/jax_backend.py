@@ -20,3 +20,7 @@ def report(sink, *values):
         sink.store(*[np.asarray(v) for v in host_values])
 
     jax.debug.callback(store, *values)
+
+
+def time_loop(steps, body, state):
+    return jax.lax.fori_loop(0, steps, body, state)  # static bounds: lowered to a scan

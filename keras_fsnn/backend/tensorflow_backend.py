@@ -24,3 +24,8 @@ def report(sink, *values):
     """Store `values` in the variables of `sink` (a `BackwardReport`)."""
     for variable, value in zip(sink.variables, values):
         variable.assign(tf.cast(value, variable.dtype))
+
+
+def time_loop(steps, body, state):
+    return tf.while_loop(lambda t, _: t < steps, lambda t, value: (t + 1, body(t, value)),
+                         (tf.constant(0), state), maximum_iterations=steps)[1]

@@ -63,7 +63,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         spectral_norm: restrict the feedback kernel to W = clip(alpha, -c, c) W / ||W||_2
             (paper 000 F.1). Needs a feedback layer with a `kernel`.
         norm_bound: c, the bound of the restriction (paper: 1).
-        gradient: the backward mode; "ide" (implicit differentiation).
+        gradient: the backward mode: "ide" (implicit differentiation) or "bptt"
+            (backpropagation through the unrolled simulation with a surrogate spike
+            derivative: the baseline, memory grows with T).
+        surrogate: for gradient="bptt": "rectangular" (STBP, default), "triangle" or
+            "sigmoid" (see keras_fsnn.surrogates); surrogate_width: its width a.
         input_type: "static" (an image: the same input current at every step) or
             "sequence" (`(batch, T, ...)`: frame t drives step t; its average, weighted by
             lambda^(T-1-t) for LIF, is x_bar).
@@ -101,6 +105,8 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         spectral_norm=True,
         norm_bound=1.0,
         gradient="ide",
+        surrogate=None,
+        surrogate_width=1.0,
         input_type="static",
         seed=None,
         **kwargs,
@@ -128,7 +134,9 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         self.dropout = validation.number("dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.spectral_norm = validation.boolean("spectral_norm", spectral_norm)
         self.norm_bound = validation.number("norm_bound", norm_bound, low=0.0, low_open=True)
-        self.backward = gradients.get_gradient(gradient, solver=solver, steps=solver_steps, tol=solver_tol)
+        self.backward = gradients.get_gradient(
+            gradient, solver=solver, solver_steps=solver_steps, solver_tol=solver_tol,
+            surrogate=surrogate, surrogate_width=surrogate_width)
         self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
         self.seed = seed
         self._config = {
@@ -144,6 +152,8 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "spectral_norm": self.spectral_norm,
             "norm_bound": self.norm_bound,
             "gradient": gradient,
+            "surrogate": surrogate,
+            "surrogate_width": surrogate_width,
             "input_type": self.input_type,
             "seed": seed,
         }
@@ -269,7 +279,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             updates.append(stage_updates)
         return rates, updates
 
-    def _simulate(self, x, params, masks, record_residuals=False):
+    def _simulate(self, x, params, masks, record_residuals=False, spike=None):
         """T steps of eq. 10 / 33 with stored batch-norm statistics; no gradient.
 
         Returns the per-layer (weighted) average rates a^l[T] and, if asked, the residual
@@ -298,7 +308,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             for index in range(n):
                 if index > 0:
                     current, _ = self._current(index, params, spikes, masks)
-                potential, spikes = neuron.step(potentials[index], current + feedback if index == 0 else current)
+                potential, spikes = neuron.step(potentials[index], current + feedback if index == 0 else current, spike)
                 new_potentials.append(potential)
                 new_counts.append(neuron.accumulate(counts[index], spikes))
             if record_residuals:
@@ -309,7 +319,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             return new_potentials, new_counts, spikes, residuals
 
         state = (list(zeros), list(zeros), zeros[-1], ops.zeros((self.time_steps,), "float32"))
-        potentials, counts, _, residuals = ops.fori_loop(0, self.time_steps, body, state)
+        potentials, counts, _, residuals = backend.time_loop(self.time_steps, body, state)
         scale = neuron.normaliser(self.time_steps)
         return [count / scale for count in counts], (residuals if record_residuals else None)
 
@@ -320,25 +330,32 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         params = self._parameters(training)
         masks = self._dropout_masks(ops.shape(x)[0], training)
-        frozen = keras.tree.map_structure(ops.stop_gradient, params)
-        rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
-        equilibrium = ops.stop_gradient(rates[-1])
-
         x_bar = self._average_input(x)
-        z, updates = self.fixed_point_map(equilibrium, x_bar, params, masks, training)
+        frozen = keras.tree.map_structure(ops.stop_gradient, params)
+
+        if self.backward.through_time:
+            rates, _ = self._simulate(x, params, masks, spike=self.backward.spike)
+            output = rates[-1]
+            equilibrium = ops.stop_gradient(output)
+            z, updates = self.fixed_point_map(equilibrium, ops.stop_gradient(x_bar), frozen, masks, training)
+        else:
+            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
+            equilibrium = ops.stop_gradient(rates[-1])
+            z, updates = self.fixed_point_map(equilibrium, x_bar, params, masks, training)
+
+            def adjoint_map(a, operands):
+                x_bar_, params_, masks_ = operands
+                return self.fixed_point_map(a, x_bar_, params_, masks_, training)[0]
+
+            operands = (ops.stop_gradient(x_bar), frozen, masks)
+            output = self.backward.attach(adjoint_map, z, equilibrium, operands, report=self._backward_report)
+
         if training:
             for stage, stage_updates in zip(self.forward, updates):
                 for variable, value in zip(stage.non_trainable_variables, stage_updates):
-                    variable.assign(value)
+                    variable.assign(ops.stop_gradient(value))
             self._forward_residual.assign(ops.mean(_sample_norm(ops.stop_gradient(z) - equilibrium)))
-        self._rates.assign(ops.stack([ops.mean(rate) for rate in rates]))
-
-        def adjoint_map(a, operands):
-            x_bar_, params_, masks_ = operands
-            return self.fixed_point_map(a, x_bar_, params_, masks_, training)[0]
-
-        operands = (ops.stop_gradient(x_bar), frozen, masks)
-        output = self.backward.attach(adjoint_map, z, equilibrium, operands, report=self._backward_report)
+        self._rates.assign(ops.stack([ops.mean(ops.stop_gradient(rate)) for rate in rates]))
         return ops.cast(output, self.compute_dtype)
 
     # ------------------------------------------------------------------ user API
