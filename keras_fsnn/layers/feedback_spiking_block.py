@@ -279,11 +279,12 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             updates.append(stage_updates)
         return rates, updates
 
-    def _simulate(self, x, params, masks, record_residuals=False, spike=None):
-        """T steps of eq. 10 / 33 with stored batch-norm statistics; no gradient.
+    def _simulate(self, x, params, masks, record_residuals=False, spike=None, count_spikes=False):
+        """T steps of eq. 10 / 33 with stored batch-norm statistics.
 
         Returns the per-layer (weighted) average rates a^l[T] and, if asked, the residual
-        ||f(a^N[t]) - a^N[t]|| (mean over the batch) at every step t = 1..T.
+        ||f(a^N[t]) - a^N[t]|| (mean over the batch) at every step t = 1..T, or (with
+        `count_spikes`) the plain spike counts of every layer instead.
         """
         n = len(self.forward)
         neuron = self.neuron
@@ -297,7 +298,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             x_bar = self._average_input(x)
 
         def body(t, state):
-            potentials, counts, last_spikes, residuals = state
+            potentials, counts, last_spikes, residuals, plain_counts = state
             if static_current is not None:
                 current = static_current
             else:
@@ -311,17 +312,21 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                 potential, spikes = neuron.step(potentials[index], current + feedback if index == 0 else current, spike)
                 new_potentials.append(potential)
                 new_counts.append(neuron.accumulate(counts[index], spikes))
+                if count_spikes:
+                    plain_counts[index] = plain_counts[index] + spikes
             if record_residuals:
                 rate = new_counts[-1] / neuron.normaliser(t + 1)
                 mapped, _ = self.fixed_point_map(rate, x_bar, params, masks)
                 residual = ops.mean(_sample_norm(mapped - rate))
                 residuals = residuals + residual * ops.one_hot(t, self.time_steps)
-            return new_potentials, new_counts, spikes, residuals
+            return new_potentials, new_counts, spikes, residuals, list(plain_counts)
 
-        state = (list(zeros), list(zeros), zeros[-1], ops.zeros((self.time_steps,), "float32"))
-        potentials, counts, _, residuals = backend.time_loop(self.time_steps, body, state)
+        plain = list(zeros) if count_spikes else []
+        state = (list(zeros), list(zeros), zeros[-1], ops.zeros((self.time_steps,), "float32"), plain)
+        potentials, counts, _, residuals, plain = backend.time_loop(self.time_steps, body, state)
         scale = neuron.normaliser(self.time_steps)
-        return [count / scale for count in counts], (residuals if record_residuals else None)
+        extra = plain if count_spikes else (residuals if record_residuals else None)
+        return [count / scale for count in counts], extra
 
     # ------------------------------------------------------------------ call
 
@@ -360,21 +365,25 @@ class FeedbackSpikingBlock(keras.layers.Layer):
 
     # ------------------------------------------------------------------ user API
 
-    def simulate(self, inputs, record_residuals=True):
+    def simulate(self, inputs, record_residuals=True, count_spikes=False):
         """Run the spiking simulation alone (inference mode, no gradient).
 
         Returns a dict with "rates" (the list of per-layer (weighted) average rates at T)
         and, if `record_residuals`, "residuals": ||f(a^N[t]) - a^N[t]|| averaged over the
-        batch for t = 1..T (paper 000 §5.4, Fig. 1).
+        batch for t = 1..T (paper 000 §5.4, Fig. 1); with `count_spikes`, "counts": the
+        number of spikes of every neuron over the T steps, per layer.
         """
         x = ops.cast(inputs, "float32")
         if not self.built:
             self.build(x.shape)
         params = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
-        rates, residuals = self._simulate(x, params, [], record_residuals)
-        out = {"rates": rates}
-        if record_residuals:
-            out["residuals"] = residuals
+        out = {}
+        if count_spikes:
+            out["rates"], out["counts"] = self._simulate(x, params, [], count_spikes=True)
+        if record_residuals or not count_spikes:
+            out["rates"], residuals = self._simulate(x, params, [], record_residuals)
+            if record_residuals:
+                out["residuals"] = residuals
         return out
 
     def diagnostics(self):
