@@ -14,14 +14,28 @@ def spiking_blocks(model):
             if isinstance(layer, FeedbackSpikingBlock)]
 
 
+def block_inputs(model, block, x):
+    """What `block` receives inside the functional `model` when the model is given `x`."""
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, block.input)(x, training=False)
+
+
 class EquilibriumMonitor(keras.callbacks.Callback):
-    """Log each block's firing rates and solver residuals, and warn when it diverges.
+    """Log each block's firing rates, equilibrium residuals and solver residuals, plot the
+    convergence curve, and warn when a block diverges.
 
     At the end of every epoch, adds to the epoch logs (so they reach `History`, CSVLogger
     or TensorBoard), for each FeedbackSpikingBlock `name`:
     `name/rate_l` (mean firing rate of layer l, paper 000 Table 5), `name/forward_residual`
     (||f(a[T]) - a[T]||, mean per-sample L2 norm, training mode) and
     `name/backward_residual`, `name/backward_iterations` (the adjoint solve).
+
+    With `probe` (a batch of model inputs), it also simulates each block on the probe at
+    the end of every epoch and records the residual curve ||f(a[t]) - a[t]||, t = 1..T
+    (paper 000 Fig. 1): `name/residual_t{t}` for t = 1, T/4, T/2, T goes to the logs, the
+    whole curve to `self.curves[name]` (one array per epoch), and `plot(path)` draws the
+    curves to a PNG (needs matplotlib). Put the monitor before a TensorBoard callback in
+    the list so TensorBoard writes these entries too.
 
     After every training batch it checks the last backward solve and the rates: a failed
     solve (residual not below 1 or non-finite; the solver then contributes a zero adjoint
@@ -30,9 +44,11 @@ class EquilibriumMonitor(keras.callbacks.Callback):
     with a `RuntimeError` instead.
     """
 
-    def __init__(self, raise_on_divergence=False):
+    def __init__(self, probe=None, raise_on_divergence=False):
         super().__init__()
+        self.probe = probe
         self.raise_on_divergence = raise_on_divergence
+        self.curves = {}
         self._epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -63,3 +79,30 @@ class EquilibriumMonitor(keras.callbacks.Callback):
             for key, value in d.items():
                 if key != "backward_failed":
                     logs[f"{block.name}/{key}"] = value
+            if self.probe is not None:
+                curve = keras.ops.convert_to_numpy(block.simulate(block_inputs(self.model, block, self.probe))["residuals"])
+                self.curves.setdefault(block.name, []).append(curve)
+                steps = len(curve)
+                for t in sorted({1, max(1, steps // 4), max(1, steps // 2), steps}):
+                    logs[f"{block.name}/residual_t{t}"] = float(curve[t - 1])
+
+    def plot(self, path):
+        """Draw every recorded residual curve (one line per epoch) to a PNG at `path`."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        if not self.curves:
+            raise ValueError("No residual curves recorded: pass probe=... to EquilibriumMonitor and train.")
+        figure, axes = plt.subplots(1, len(self.curves), figsize=(5 * len(self.curves), 3.5), squeeze=False)
+        for axis, (name, curves) in zip(axes[0], self.curves.items()):
+            for epoch, curve in enumerate(curves):
+                axis.plot(range(1, len(curve) + 1), curve, label=f"epoch {epoch + 1}")
+            axis.set(title=f"{name}: convergence to the equilibrium", xlabel="time step t",
+                     ylabel="||f(a[t]) - a[t]||", yscale="log")
+            axis.legend(fontsize="small")
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        plt.close(figure)
+        return path

@@ -101,11 +101,18 @@ def test_mixed_precision_policy_trains(policy):
 
 
 @pytest.mark.backend
-def test_monitor_logs_rates_and_residuals():
+def test_monitor_logs_rates_and_residuals(tmp_path):
     x, y = data()
     model = compile_model(conv_model(), jit_compile=True)
-    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EquilibriumMonitor()])
+    monitor = EquilibriumMonitor(probe=x[:8])
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[monitor])
     logs = history.history
+    for t in (1, 2, 4, 8):  # T = 8
+        assert len(logs[f"fsnn/residual_t{t}"]) == 2
+    assert logs["fsnn/residual_t8"][-1] < logs["fsnn/residual_t1"][-1]
+    assert len(monitor.curves["fsnn"]) == 2 and monitor.curves["fsnn"][0].shape == (8,)
+    png = monitor.plot(str(tmp_path / "convergence.png"))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     for key in ("fsnn/rate_1", "fsnn/rate_2", "fsnn/forward_residual", "fsnn/backward_residual", "fsnn/backward_iterations"):
         assert key in logs, sorted(logs)
     assert 0 < logs["fsnn/rate_1"][0] < 1

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 
 from keras_fsnn import datasets
-from keras_fsnn.callbacks import EquilibriumMonitor, spiking_blocks
+from keras_fsnn.callbacks import EquilibriumMonitor, block_inputs, spiking_blocks
 from keras_fsnn.models import ARCHITECTURES, count_parameters
 from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
 from keras_fsnn.training.recipes import get_recipe
@@ -207,7 +207,7 @@ def evaluate(model, data, residual_batches=4):
         weighted = [np.asarray(r) * len(y) for r in batch_rates]
         rate_sums = weighted if rate_sums is None else [a + b for a, b in zip(rate_sums, weighted)]
         if i < residual_batches and blocks:
-            block_input = _block_input(model, blocks[-1], x)
+            block_input = block_inputs(model, blocks[-1], x)
             trace = ops.convert_to_numpy(blocks[-1].simulate(block_input, record_residuals=True)["residuals"])
             residuals.append(trace)
     result = {"accuracy": correct / total, "loss": loss_sum / total, "examples": total}
@@ -218,12 +218,6 @@ def evaluate(model, data, residual_batches=4):
         result["residual_trace"] = [float(v) for v in trace]
         result["time_steps"] = blocks[-1].time_steps
     return result
-
-
-def _block_input(model, block, x):
-    """What `block` receives inside `model` for input `x` (the layers before it)."""
-    feeder = keras.Model(model.inputs, block.input)
-    return feeder(x, training=False)
 
 
 def machine_description():
