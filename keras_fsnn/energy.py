@@ -101,8 +101,9 @@ def synaptic_operations(block, inputs):
     for l in range(1, n):
         rows.append({"connection": f"F{l + 1}", "from": f"layer {l}", "to": f"layer {l + 1}",
                      "synops": synops(block.forward[l], counts[l - 1]), "input_macs": 0.0})
-    rows.append({"connection": "W1 (feedback)", "from": f"layer {n}", "to": "layer 1",
-                 "synops": synops(block.feedback, counts[-1]), "input_macs": 0.0})
+    if block.feedback is not None:
+        rows.append({"connection": "W1 (feedback)", "from": f"layer {n}", "to": "layer 1",
+                     "synops": synops(block.feedback, counts[-1]), "input_macs": 0.0})
     layers = [{"layer": f"layer {l + 1}", "neurons": int(np.prod(ops.shape(c)[1:])),
                "spike_rate": float(ops.mean(c)) / block.time_steps} for l, c in enumerate(counts)]
     return {"connections": rows, "layers": layers}

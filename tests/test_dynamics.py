@@ -114,3 +114,20 @@ def test_sequence_of_identical_frames_equals_static_input():
     sequence.set_weights(static.get_weights())
     frames = np.repeat(x[:, None], 12, axis=1)
     np.testing.assert_allclose(ops.convert_to_numpy(static(x)), ops.convert_to_numpy(sequence(frames)), atol=1e-6)
+
+
+@pytest.mark.backend
+def test_feed_forward_block_without_feedback():
+    rng = np.random.default_rng(2)
+    block = FeedbackSpikingBlock([keras.layers.Dense(6), keras.layers.Dense(4)], feedback=None, time_steps=20,
+                                 neuron="lif", leak=0.9, spectral_norm=False)
+    x = rng.uniform(-1, 2, (3, 5)).astype("float32")
+    block.build(x.shape)
+    kernels = [ops.convert_to_numpy(s.kernel) for s in block.forward]
+    biases = [ops.convert_to_numpy(s.bias) for s in block.forward]
+    want = reference_rates(x.astype("float64"), kernels, biases, np.zeros((4, 6)), 0.9, 2.0, 0.0, 20, False)
+    np.testing.assert_allclose(ops.convert_to_numpy(block(x)), want[-1], atol=1e-5)
+    clone = FeedbackSpikingBlock.from_config(block.get_config())
+    assert clone.feedback is None
+    with pytest.raises(ValueError, match=r"`spectral_norm` restricts the feedback weight, but feedback=None"):
+        FeedbackSpikingBlock([keras.layers.Dense(6)], feedback=None)

@@ -123,3 +123,20 @@ def test_conv_multilayer_gradient_with_bn_and_dropout_equals_unrolled_autodiff(s
     for i in nonzero:
         assert cosine([implicit[i]], [reference[i]]) >= 0.999, names[i]
     assert cosine(jacobian_free, reference) < 0.995
+
+
+@pytest.mark.backend
+def test_feed_forward_block_gradient_is_the_one_pass_gradient_of_f():
+    rng = np.random.default_rng(3)
+    block = FeedbackSpikingBlock([keras.layers.Dense(8)], feedback=None, time_steps=50, spectral_norm=False)
+    block.build((None, 5))
+    block.forward[0].bias.assign(rng.normal(1.0, 0.5, 8).astype("float32"))
+    x = rng.uniform(-1, 1, (4, 5)).astype("float32")
+    c = rng.normal(size=(4, 8)).astype("float32")
+    stage = block.forward[0]
+    _, grads = value_and_grads(lambda: ops.sum(block(x, training=True) * c), [stage.kernel, stage.bias])
+    kf, b = ops.convert_to_numpy(stage.kernel), ops.convert_to_numpy(stage.bias)
+    pre = (x @ kf + b) / 2.0
+    delta = ((pre > 0) & (pre < 1)) * c / 2.0
+    np.testing.assert_allclose(grads[0], x.T @ delta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(grads[1], delta.sum(0), rtol=1e-4, atol=1e-6)

@@ -48,7 +48,9 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             neurons; use a `keras.Sequential` for "conv + batch norm". Do not put Dropout
             in them: use `dropout`, which is variational as the paper requires.
         feedback: a Keras layer W^1 mapping layer-N spikes to a current of layer 1's shape
-            (Dense, Conv2D, or Conv2DTranspose for the 2x-upsampling "F96C3u" feedback).
+            (Dense, Conv2D, or Conv2DTranspose for the 2x-upsampling "F96C3u" feedback),
+            or None for a feed-forward spiking network (then J_f = 0 and the implicit
+            gradient is the one-pass gradient of f; needs spectral_norm=False).
         time_steps: T >= 1, simulation steps per call.
         neuron: "if" or "lif".
         leak: lambda in (0, 1]; None gives 1 for IF and 0.95 for LIF.
@@ -125,7 +127,12 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             )
         for i, stage in enumerate(forward):
             _check_stage(f"forward[{i}]", stage)
-        _check_stage("feedback", feedback)
+        if feedback is not None:
+            _check_stage("feedback", feedback)
+        elif spectral_norm is True:
+            raise ValueError(
+                "Argument `spectral_norm` restricts the feedback weight, but feedback=None; "
+                "pass spectral_norm=False for a feed-forward block.")
 
         self.forward = list(forward)
         self.feedback = feedback
@@ -157,7 +164,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "input_type": self.input_type,
             "seed": seed,
         }
-        self._stages = self.forward + [self.feedback]
+        self._stages = self.forward + ([self.feedback] if feedback is not None else [])
         self._takes_training = [_call_takes_training(layer) for layer in self._stages]
         self.norm_restriction = SpectralNormRestriction(self.norm_bound) if self.spectral_norm else None
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -186,7 +193,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         for i, stage in enumerate(self.forward):
             shape = _build_stage(stage, shape, f"forward[{i}]")
             shapes.append(shape)
-        feedback_shape = _build_stage(self.feedback, shapes[-1], "feedback")
+        if self.feedback is None:
+            self._stage_shapes = shapes
+            feedback_shape = shapes[0]
+        else:
+            feedback_shape = _build_stage(self.feedback, shapes[-1], "feedback")
         if tuple(feedback_shape[1:]) != tuple(shapes[0][1:]):
             raise ValueError(
                 f"Argument `feedback` maps the last layer's output {tuple(shapes[-1][1:])} to "
@@ -194,7 +205,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                 f"current of shape {tuple(shapes[0][1:])}; the feedback output must have the "
                 "first layer's shape (per sample)."
             )
-        self._stage_shapes = shapes + [feedback_shape]
+        self._stage_shapes = shapes + ([feedback_shape] if self.feedback is not None else [])
 
         if self.norm_restriction is not None:
             kernel = getattr(self.feedback, "kernel", None)
@@ -267,9 +278,15 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         weights = ops.reshape(weights / ops.sum(weights), (1, self.time_steps) + (1,) * (len(x.shape) - 2))
         return ops.sum(x * weights, axis=1)
 
+    def _feedback_current(self, params, spikes, masks):
+        """W^1 applied to the last layer's spikes (0 without a feedback)."""
+        if self.feedback is None:
+            return 0.0
+        return self._current(len(self.forward), params, spikes, masks)[0]
+
     def fixed_point_map(self, a_last, x_bar, params, masks, training=False):
         """f(a^N) = f_N o ... o f_2(f_1(a^N, x_bar)) and the stages' state updates."""
-        feedback, _ = self._current(len(self.forward), params, a_last, masks)
+        feedback = self._feedback_current(params, a_last, masks)
         current, updates0 = self._current(0, params, x_bar, masks, training)
         rates = self.neuron.rate_map(current + feedback)
         updates = [updates0]
@@ -303,7 +320,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                 current = static_current
             else:
                 current, _ = self._current(0, params, ops.take(x, t, axis=1), masks)
-            feedback, _ = self._current(n, params, last_spikes, masks)
+            feedback = self._feedback_current(params, last_spikes, masks)
             new_potentials, new_counts = [], []
             spikes = None
             for index in range(n):
@@ -415,14 +432,15 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(self._config)
         config["forward"] = [keras.saving.serialize_keras_object(s) for s in self.forward]
-        config["feedback"] = keras.saving.serialize_keras_object(self.feedback)
+        config["feedback"] = keras.saving.serialize_keras_object(self.feedback) if self.feedback is not None else None
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["forward"] = [keras.saving.deserialize_keras_object(s) for s in config["forward"]]
-        config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
+        if config["feedback"] is not None:
+            config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
         return cls(**config)
 
 

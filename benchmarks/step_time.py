@@ -1,0 +1,160 @@
+"""Training step time and throughput: IDE (Broyden, fixed point) and BPTT, eager / graph /
+XLA, where the time goes, and the forward simulation's FLOP/s against the machine's peak.
+
+    python benchmarks/step_time.py                       # all models and modes (~10 min on 2 cores)
+    python benchmarks/step_time.py --models f400 --repeats 20
+
+Everything is measured in one process, side by side (machines here are noisy; compare
+the ratios). Models:
+  * f400: the paper's Fashion-MNIST FSNN, batch 128, T = 5 (the authors' PyTorch code:
+    0.024 s per training step on this kind of machine; target 0.012 s);
+  * alexnet_f: the paper's AlexNet-F (CIFAR-10), batch 32, T = 30 (PyTorch: 3.55 s; target
+    1.77 s);
+  * conv: the reduced AlexNet-F-like FSNN of memory_vs_T, batch 16, T = 30 (all gradient
+    modes and execution modes).
+Columns: median seconds per `train_on_batch` step and images/s; "simulation" is the
+median of the compiled no-gradient T-step simulation alone, "rest" = step - simulation
+(the differentiable f pass, the adjoint solve or BPTT's backward, the optimiser); FLOP/s
+counts the dense multiply-adds the simulation performs (2 per MAC), against the peak of
+a float32 matmul measured in the same run.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+import keras_fsnn  # noqa: E402
+from keras_fsnn.energy import _ones_kernel_apply  # noqa: E402
+
+PYTORCH_SECONDS = {"f400": 0.024, "alexnet_f": 3.55}
+
+
+def model_for(name, gradient, solver, time_steps):
+    kwargs = dict(gradient=gradient, time_steps=time_steps)
+    if gradient == "ide":
+        kwargs["solver"] = solver
+    if name == "f400":
+        return keras_fsnn.models.fsnn_fmnist(**kwargs), 128, (28, 28, 1)
+    if name == "alexnet_f":
+        return keras_fsnn.models.alexnet_f(**kwargs), 32, (32, 32, 3)
+    sys.path.insert(0, HERE)
+    from memory_vs_T import build
+
+    model, batch, shape = build("conv", time_steps, gradient)
+    return model, batch, shape
+
+
+def median_time(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def compiled(fn):
+    """fn compiled with XLA on the active backend (benchmark-only helper)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)
+    import jax
+
+    return jax.jit(fn)
+
+
+def simulation_flops(block, x):
+    """Dense FLOPs of one T-step simulation of `block` on `x` (2 per multiply-add)."""
+    macs = 0.0
+    frame = ops.ones_like(x[:1] if block.input_type == "static" else x[:1, 0])
+    shapes = block._stage_shapes
+    macs += float(ops.sum(_ones_kernel_apply(block.forward[0], frame))) * (1 if block.input_type == "static" else block.time_steps)
+    for l in range(1, len(block.forward)):
+        macs += float(ops.sum(_ones_kernel_apply(block.forward[l], ops.ones((1,) + tuple(shapes[l - 1][1:]))))) * block.time_steps
+    if block.feedback is not None:
+        macs += float(ops.sum(_ones_kernel_apply(block.feedback, ops.ones((1,) + tuple(shapes[len(block.forward) - 1][1:]))))) * block.time_steps
+    return 2.0 * macs * int(x.shape[0])
+
+
+def matmul_peak(size=2048, repeats=10):
+    a = keras.random.normal((size, size))
+    b = keras.random.normal((size, size))
+    fn = compiled(lambda a, b: ops.matmul(a, b))
+    seconds = median_time(lambda: ops.convert_to_numpy(fn(a, b)[0, 0]), repeats)
+    return 2.0 * size**3 / seconds
+
+
+def measure(name, gradient, solver, mode, time_steps, repeats):
+    keras.utils.set_random_seed(0)
+    model, batch, shape = model_for(name, gradient, solver, time_steps)
+    model.compile(keras_fsnn.training.CoupledSGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  run_eagerly=(mode == "eager"), jit_compile=(mode == "xla"))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (batch,) + shape).astype("float32")
+    y = rng.integers(0, 10, batch)
+    step = median_time(lambda: model.train_on_batch(x, y), repeats)
+    row = {"model": name, "gradient": gradient if gradient == "bptt" else f"ide/{solver}", "mode": mode,
+           "T": time_steps, "batch": batch, "step": step, "images_per_s": batch / step}
+    if mode == "xla":
+        block = keras_fsnn.callbacks.spiking_blocks(model)[0]
+        inputs = keras_fsnn.callbacks.block_inputs(model, block, x)
+        params = keras.tree.map_structure(ops.stop_gradient, block._parameters(False))
+        simulate = compiled(lambda v: block._simulate(v, params, [])[0][-1])
+        row["simulation"] = median_time(lambda: ops.convert_to_numpy(simulate(inputs)[0, 0]), repeats)
+        row["flops"] = simulation_flops(block, inputs) / row["simulation"]
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["f400", "conv", "alexnet_f"])
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    peak = matmul_peak()
+    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    plan = []
+    for name in args.models:
+        t = 5 if name == "f400" else 30
+        if name == "conv":
+            plan += [(name, g, s, m, t) for g, s in (("ide", "broyden"), ("ide", "fixed_point"), ("bptt", None))
+                     for m in ("eager", "graph", "xla")]
+        else:
+            plan += [(name, "ide", "broyden", m, t) for m in (("graph", "xla") if name == "alexnet_f" else ("eager", "graph", "xla"))]
+            plan += [(name, "bptt", None, "xla", t)]
+    rows = []
+    print(f"{'model':<10} {'gradient':<16} {'mode':<6} {'T':>3} {'batch':>5} {'s/step':>8} {'img/s':>8} "
+          f"{'simulation':>10} {'rest':>6} {'sim GFLOP/s':>11} {'of peak':>7}")
+    for entry in plan:
+        row = measure(*entry, repeats=args.repeats if entry[0] != "alexnet_f" else max(3, args.repeats // 3))
+        rows.append(row)
+        extra = ""
+        if "simulation" in row:
+            extra = (f"{row['simulation']:10.4f} {row['step'] - row['simulation']:6.3f} {row['flops'] / 1e9:11.1f} "
+                     f"{row['flops'] / peak:7.1%}")
+        print(f"{row['model']:<10} {row['gradient']:<16} {row['mode']:<6} {row['T']:>3} {row['batch']:>5} "
+              f"{row['step']:8.4f} {row['images_per_s']:8.1f} {extra}", flush=True)
+    for name, reference in PYTORCH_SECONDS.items():
+        ours = [r for r in rows if r["model"] == name and r["gradient"] == "ide/broyden" and r["mode"] == "xla"]
+        if ours:
+            ratio = ours[0]["step"] / reference
+            print(f"{name}: {ours[0]['step']:.4f} s per step vs the authors' PyTorch {reference} s: ratio {ratio:.2f} "
+                  f"({'meets' if ratio <= 0.5 else 'MISSES'} the target <= 0.5)")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
