@@ -15,7 +15,8 @@ def vjp(fn, primal):
         value = fn(primal)
 
     def pullback(cotangent):
-        return tape.gradient(value, primal, output_gradients=cotangent)
+        return tape.gradient(value, primal, output_gradients=cotangent,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     return value, pullback
 
