@@ -21,10 +21,12 @@ def _add_model_flags(parser):
     parser.add_argument("--dropout", type=float)
     parser.add_argument("--solver", choices=["broyden", "fixed_point"])
     parser.add_argument("--solver-steps", type=int)
+    parser.add_argument("--bn-statistics", choices=["paper", "released_code"],
+                        help="batch-norm statistics: the paper's (default) or the released code's")
 
 
 def _model_overrides(args):
-    names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps"]
+    names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps", "bn_statistics"]
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 

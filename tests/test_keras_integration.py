@@ -141,3 +141,24 @@ def test_divergence_warns_and_never_writes_nan_into_weights():
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     with pytest.raises(RuntimeError, match="diverged"):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EquilibriumMonitor(raise_on_divergence=True)])
+
+
+@pytest.mark.backend
+def test_released_code_bn_statistics_switch():
+    """bn_statistics='released_code': in training the input layer is normalised with batch
+    statistics inside the simulation (the released code); the paper uses stored ones."""
+    rng = np.random.default_rng(0)
+    x = (rng.uniform(0, 1, (16, 5)) * 4 + 3).astype("float32")  # far from the fresh BN's stored stats
+    rates = {}
+    for mode in ("paper", "released_code"):
+        keras.utils.set_random_seed(0)
+        block = FeedbackSpikingBlock(
+            [keras.Sequential([keras.layers.Dense(8), keras.layers.BatchNormalization()])],
+            keras.layers.Dense(8, use_bias=False), time_steps=20, bn_statistics=mode)
+        block.build(x.shape)
+        rates[mode] = (ops.convert_to_numpy(block(x, training=True)), ops.convert_to_numpy(block(x, training=False)))
+        assert FeedbackSpikingBlock.from_config(block.get_config()).bn_statistics == mode
+    assert not np.allclose(rates["paper"][0], rates["released_code"][0])  # training: different statistics
+    np.testing.assert_array_equal(rates["paper"][1], rates["released_code"][1])  # inference: the same
+    with pytest.raises(ValueError, match="`bn_statistics` must be one of 'paper', 'released_code'"):
+        FeedbackSpikingBlock([keras.layers.Dense(8)], keras.layers.Dense(8), bn_statistics="pytorch")

@@ -12,7 +12,7 @@ from data_paths import SHARED
 from keras import ops
 
 from keras_fsnn import zoo
-from keras_fsnn.models import count_parameters
+from keras_fsnn.models import ARCHITECTURES, count_parameters
 
 PAPER_COUNTS = {
     "fsnn_mnist": 229_642,
@@ -55,12 +55,13 @@ def test_untrained_preset_refuses_pretrained_weights():
 
 def small_preset(tmp_path):
     keras.utils.set_random_seed(0)
-    model = zoo.build("fsnn_fmnist", time_steps=3)
+    arguments = {"time_steps": 3, "neuron": "lif"}
+    model = ARCHITECTURES["fsnn_fmnist"](**arguments)
     x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
     model(x)
     folder = tmp_path / "tiny_fmnist"
     metadata = {"dataset": "fashion_mnist", "neuron": "if", "time_steps": 3, "test_accuracy": 0.5}
-    zoo.save_preset(model, str(folder), "fsnn_fmnist", {"time_steps": 3}, metadata)
+    zoo.save_preset(model, str(folder), "fsnn_fmnist", arguments, metadata)
     return model, folder, x
 
 

@@ -28,6 +28,7 @@ from keras_fsnn.diagnostics import BackwardReport
 from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
 
 INPUT_TYPES = {"static": "static", "sequence": "sequence"}
+BN_STATISTICS = {"paper": "paper", "released_code": "released_code"}
 
 
 @keras.saving.register_keras_serializable(package="keras_fsnn")
@@ -82,6 +83,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
     (the paper's "train mode in this computational graph"); the released code instead
     takes it with stored statistics in layers 2..N.
 
+    `bn_statistics="released_code"` reproduces the authors' released code instead (a
+    documented switch, seed-code.md §2.5): in training, the first stage normalises with the
+    batch statistics of F^1 x inside the simulation too (static input only), and the
+    adjoint's Jacobian uses stored statistics.
+
     Mixed precision: the block runs in float32 (its own dtype policy) under a global
     `mixed_float16` / `mixed_bfloat16` policy; the layers around it use the global one.
 
@@ -110,6 +116,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         surrogate=None,
         surrogate_width=1.0,
         input_type="static",
+        bn_statistics="paper",
         seed=None,
         **kwargs,
     ):
@@ -145,6 +152,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             gradient, solver=solver, solver_steps=solver_steps, solver_tol=solver_tol,
             surrogate=surrogate, surrogate_width=surrogate_width)
         self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
+        self.bn_statistics = validation.choose("bn_statistics", bn_statistics, BN_STATISTICS)
+        if self.bn_statistics == "released_code" and self.input_type == "sequence":
+            raise ValueError(
+                "bn_statistics='released_code' is implemented for input_type='static' only (the released "
+                "code normalises spike inputs with statistics of their average, which is not reproduced).")
         self.seed = seed
         self._config = {
             "time_steps": self.time_steps,
@@ -162,6 +174,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "surrogate": surrogate,
             "surrogate_width": surrogate_width,
             "input_type": self.input_type,
+            "bn_statistics": self.bn_statistics,
             "seed": seed,
         }
         self._stages = self.forward + ([self.feedback] if feedback is not None else [])
@@ -296,7 +309,8 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             updates.append(stage_updates)
         return rates, updates
 
-    def _simulate(self, x, params, masks, record_residuals=False, spike=None, count_spikes=False):
+    def _simulate(self, x, params, masks, record_residuals=False, spike=None, count_spikes=False,
+                  first_stage_training=False):
         """T steps of eq. 10 / 33 with stored batch-norm statistics.
 
         Returns the per-layer (weighted) average rates a^l[T] and, if asked, the residual
@@ -309,7 +323,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         zeros = [ops.zeros((batch,) + tuple(shape[1:]), "float32") for shape in self._stage_shapes[:n]]
         static_current = None
         if self.input_type == "static":
-            static_current, _ = self._current(0, params, x, masks)
+            static_current, _ = self._current(0, params, x, masks, first_stage_training)
             x_bar = x
         else:
             x_bar = self._average_input(x)
@@ -361,13 +375,15 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             equilibrium = ops.stop_gradient(output)
             z, updates = self.fixed_point_map(equilibrium, ops.stop_gradient(x_bar), frozen, masks, training)
         else:
-            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
+            released = self.bn_statistics == "released_code"
+            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks, first_stage_training=training and released)
             equilibrium = ops.stop_gradient(rates[-1])
+            adjoint_training = training and not released
             z, updates = self.fixed_point_map(equilibrium, x_bar, params, masks, training)
 
             def adjoint_map(a, operands):
                 x_bar_, params_, masks_ = operands
-                return self.fixed_point_map(a, x_bar_, params_, masks_, training)[0]
+                return self.fixed_point_map(a, x_bar_, params_, masks_, adjoint_training)[0]
 
             operands = (ops.stop_gradient(x_bar), frozen, masks)
             output = self.backward.attach(adjoint_map, z, equilibrium, operands, report=self._backward_report)

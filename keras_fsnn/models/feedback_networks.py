@@ -52,11 +52,13 @@ def _dense_stage(units, batch_norm=True):
     return keras.Sequential(layers)
 
 
-def _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, default_leak):
+def _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, default_leak,
+                   bn_statistics="paper"):
     if neuron == "lif" and leak is None:
         leak = default_leak
     return dict(time_steps=time_steps, neuron=neuron, leak=leak, threshold=threshold, dropout=dropout,
-                solver=solver, solver_steps=solver_steps, gradient=gradient, spectral_norm=True, norm_bound=1.0)
+                solver=solver, solver_steps=solver_steps, gradient=gradient, bn_statistics=bn_statistics,
+                spectral_norm=True, norm_bound=1.0)
 
 
 def _classifier(name, inputs, normalised, block, num_classes):
@@ -66,7 +68,7 @@ def _classifier(name, inputs, normalised, block, num_classes):
 
 
 def fsnn_mnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-               solver="broyden", solver_steps=30, gradient="ide", name="fsnn_mnist"):
+               solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_mnist"):
     """MNIST 64C5s (F64C5): conv 1->64 5x5 stride 2 (14x14x64 neurons) with a 64->64 5x5
     conv feedback; 229,642 parameters (paper 000 Table 1: 229K). Paper: T = 30, LIF 0.95."""
     inputs = keras.Input((28, 28, 1), name="image")
@@ -74,12 +76,12 @@ def fsnn_mnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=
     block = FeedbackSpikingBlock(
         forward=[_conv_stage(64, 5, 2, 2)],
         feedback=keras.layers.Conv2D(64, 5, padding="same", use_bias=False, kernel_initializer=UnitNormUniform()),
-        name="fsnn", **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95))
+        name="fsnn", **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics))
     return _classifier(name, inputs, normalised, block, num_classes)
 
 
 def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-                solver="broyden", solver_steps=30, gradient="ide", name="fsnn_fmnist"):
+                solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_fmnist"):
     """Fashion-MNIST 400 (F400): dense 784->400 with a 400->400 feedback; 478,810
     parameters (paper 000 Table 2: 478K). Paper: T = 5. Uses the MNIST normalisation
     constants, as the paper and the released code do."""
@@ -89,12 +91,12 @@ def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=
     block = FeedbackSpikingBlock(
         forward=[_dense_stage(400)],
         feedback=keras.layers.Dense(400, use_bias=False, kernel_initializer=UnitNormUniform()),
-        name="fsnn", **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95))
+        name="fsnn", **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics))
     return _classifier(name, inputs, flat, block, num_classes)
 
 
 def fsnn_nmnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-                solver="broyden", solver_steps=30, gradient="ide", name="fsnn_nmnist"):
+                solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_nmnist"):
     """N-MNIST 64C5s (F64C5) on (T, 34, 34, 2) spike frames, padding 2 (17x17x64 neurons);
     290,762 parameters, the paper's 291K. The released script pads by 1 (269,642)."""
     inputs = keras.Input((time_steps, 34, 34, 2), name="frames")
@@ -102,7 +104,7 @@ def fsnn_nmnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold
         forward=[_conv_stage(64, 5, 2, 2)],
         feedback=keras.layers.Conv2D(64, 5, padding="same", use_bias=False, kernel_initializer=UnitNormUniform()),
         input_type="sequence", name="fsnn",
-        **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95))
+        **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics))
     return _classifier(name, inputs, inputs, block, num_classes)
 
 
@@ -128,19 +130,19 @@ def _multilayer_cifar(name, channels, num_classes, options):
 
 
 def alexnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-              solver="broyden", solver_steps=30, gradient="ide", name="alexnet_f"):
+              solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="alexnet_f"):
     """AlexNet-F, 96C3s-256C3-384C3s-384C3-256C3 (F96C3u): 3,709,514 parameters for
     CIFAR-10, 5,184,164 for CIFAR-100 (paper 000 Table 3: 3.7M / 5.2M). Paper: T = 30 or
     100, LIF 0.99."""
-    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.99)
+    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.99, bn_statistics)
     return _multilayer_cifar(name, (96, 256, 384, 384, 256), num_classes, options)
 
 
 def cifarnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-               solver="broyden", solver_steps=30, gradient="ide", name="cifarnet_f"):
+               solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="cifarnet_f"):
     """CIFARNet-F, 128C3s-256C3-512C3s-1024C3-512C3 (F128C3u): 11,840,010 parameters for
     CIFAR-10, 14,789,220 for CIFAR-100 (paper 000 Table 3: 11.8M / 14.8M)."""
-    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.99)
+    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.99, bn_statistics)
     return _multilayer_cifar(name, (128, 256, 512, 1024, 512), num_classes, options)
 
 
