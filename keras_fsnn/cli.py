@@ -46,7 +46,8 @@ def main(argv=None):
     train.add_argument("--warmup-steps", type=int, help="linear learning-rate warmup iterations")
     train.add_argument("--limit", type=int, help="use only the first N training and test examples")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--no-jit", action="store_true", help="do not compile with XLA")
+    train.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
+                       help="XLA compilation (auto: on, except conv models on TensorFlow, faster without on CPU)")
     train.add_argument("--verbose", default="auto")
     _add_model_flags(train)
 
@@ -74,7 +75,7 @@ def main(argv=None):
             args.name, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, epochs=args.epochs,
             batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
             warmup_steps=args.warmup_steps, limit=args.limit, seed=args.seed,
-            jit_compile=not args.no_jit, verbose=verbose, model_overrides=_model_overrides(args),
+            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":

@@ -98,12 +98,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
-          milestones=None, warmup_steps=None, limit=None, seed=0, jit_compile=True, verbose="auto", model_overrides=None, command=None):
+          milestones=None, warmup_steps=None, limit=None, seed=0, jit_compile="auto", verbose="auto", model_overrides=None,
+          command=None):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
     `output_dir` continues from its last finished epoch with its saved settings; without
-    it an existing run there is an error (nothing is overwritten).
+    it an existing run there is an error (nothing is overwritten). `jit_compile="auto"`
+    uses XLA except for convolutional models on TensorFlow, which train 2-3x faster in
+    graph mode on the CPU (benchmarks/step_time.py; docs/benchmarks.md).
     """
     import tensorflow as tf  # the input pipeline (tf.data)
 
@@ -141,6 +144,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     if "milestones" in recipe_overrides:
         recipe_overrides["milestones"] = tuple(recipe_overrides["milestones"])
     recipe = dataclasses.replace(get_recipe(settings["name"]), **recipe_overrides)
+    if jit_compile == "auto":
+        jit_compile = keras.backend.backend() != "tensorflow" or recipe.architecture == "fsnn_fmnist"
     info = datasets.DATASETS[recipe.dataset]
     x_train, y_train = datasets.load_arrays(recipe.dataset, "train", settings["data_dir"])
     x_test, y_test = datasets.load_arrays(recipe.dataset, "test", settings["data_dir"])
