@@ -18,13 +18,14 @@ import argparse
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+
+from common import figure, median_seconds, save  # noqa: E402
 BATCH, STEPS = 16, 500
 
 
@@ -47,31 +48,22 @@ def worker(neurons, gradient, repeats):
     x = (rng.uniform(size=(BATCH, STEPS, neurons)) < 0.1).astype("float32")
     y = rng.integers(0, 10, BATCH)
 
-    def median(fn):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     result = {"neurons": neurons, "gradient": gradient, "backend": keras.backend.backend()}
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         baseline = tf.config.experimental.get_memory_info("CPU:0")["current"]
         tf.config.experimental.reset_memory_stats("CPU:0")
-        step = median(lambda: model.train_on_batch(x, y))
+        step = median_seconds(lambda: model.train_on_batch(x, y), repeats)
         result["peak_bytes"] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - baseline
     else:
         import jax
 
-        step = median(lambda: model.train_on_batch(x, y))
+        step = median_seconds(lambda: model.train_on_batch(x, y), repeats)
         state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
                  [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
         result["peak_bytes"] = jax.jit(model.train_step).lower(state, (x, y)).compile().memory_analysis().temp_size_in_bytes
-    forward = median(lambda: model.predict_on_batch(x))
+    forward = median_seconds(lambda: model.predict_on_batch(x), repeats)
     result.update(forward=forward, backward=max(step - forward, 0.0), step=step,
                   peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     print(json.dumps(result))
@@ -115,13 +107,7 @@ def main(argv=None):
             print(f"n={n}: IDE / BPTT backward time {pair['ide']['backward'] / max(pair['bptt']['backward'], 1e-9):.3f}, "
                   f"peak memory {pair['ide']['peak_bytes'] / pair['bptt']['peak_bytes']:.3f}")
     if args.plot and ok:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        os.makedirs(os.path.dirname(args.plot), exist_ok=True)
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, (left, right) = figure(2)
         for gradient, style in (("ide", "o-"), ("bptt", "s--")):
             points = sorted((r["neurons"], r["forward"] + r["backward"], r["peak_bytes"] / mib) for r in ok if r["gradient"] == gradient)
             if points:
@@ -132,9 +118,7 @@ def main(argv=None):
         right.set(title="peak training memory", xlabel="neurons", ylabel="MiB", xscale="log", yscale="log")
         left.legend()
         right.legend()
-        figure.tight_layout()
-        figure.savefig(args.plot, dpi=120)
-        print(f"plot: {args.plot}")
+        save(fig, args.plot)
     return rows
 
 

@@ -25,6 +25,9 @@ from keras_fsnn import datasets, zoo  # noqa: E402
 from keras_fsnn.callbacks import block_inputs, spiking_blocks  # noqa: E402
 from keras_fsnn.energy import energy_report  # noqa: E402
 
+sys.path.insert(0, HERE)
+from common import figure, save  # noqa: E402
+
 DEFAULT_DATA = os.environ.get("KERAS_FSNN_DATA") or os.path.join(os.path.dirname(HERE), "..", "shared", "datasets")
 
 
@@ -70,13 +73,7 @@ def main(argv=None):
             print(f"{name:<14} {t:>3} {row['accuracy']:9.4f} {', '.join(f'{r:.4f}' for r in row['rates']):<28} "
                   f"{row['total_rate']:7.4f} {row['synops']:11.3g} {row['joules'] * 1e6:13.3f}", flush=True)
     if args.plot and rows:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        os.makedirs(os.path.dirname(args.plot), exist_ok=True)
-        figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+        fig, (left, right) = figure(2)
         for name in presets:
             points = [(r["T"], r["accuracy"], r["total_rate"]) for r in rows if r["preset"] == name]
             t, acc, rate = zip(*points)
@@ -85,9 +82,7 @@ def main(argv=None):
         left.set(title="test accuracy vs simulated T", xlabel="T", ylabel="accuracy")
         right.set(title="average firing rate vs T", xlabel="T", ylabel="spikes / neuron / step")
         left.legend()
-        figure.tight_layout()
-        figure.savefig(args.plot, dpi=120)
-        print(f"plot: {args.plot}")
+        save(fig, args.plot)
     return rows
 
 

@@ -21,9 +21,7 @@ a float32 matmul measured in the same run.
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -35,6 +33,9 @@ from keras import ops  # noqa: E402
 
 import keras_fsnn  # noqa: E402
 from keras_fsnn.energy import _ones_kernel_apply  # noqa: E402
+
+sys.path.insert(0, HERE)
+from common import median_seconds  # noqa: E402
 
 PYTORCH_SECONDS = {"f400": 0.024, "alexnet_f": 3.55}
 
@@ -52,17 +53,6 @@ def model_for(name, gradient, solver, time_steps):
 
     model, batch, shape = build("conv", time_steps, gradient)
     return model, batch, shape
-
-
-def median_time(fn, repeats, warmup=2):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def compiled(fn):
@@ -93,7 +83,7 @@ def matmul_peak(size=2048, repeats=10):
     a = keras.random.normal((size, size))
     b = keras.random.normal((size, size))
     fn = compiled(lambda a, b: ops.matmul(a, b))
-    seconds = median_time(lambda: ops.convert_to_numpy(fn(a, b)[0, 0]), repeats)
+    seconds = median_seconds(lambda: ops.convert_to_numpy(fn(a, b)[0, 0]), repeats, warmup=2)
     return 2.0 * size**3 / seconds
 
 
@@ -105,7 +95,7 @@ def measure(name, gradient, solver, mode, time_steps, repeats):
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (batch,) + shape).astype("float32")
     y = rng.integers(0, 10, batch)
-    step = median_time(lambda: model.train_on_batch(x, y), repeats)
+    step = median_seconds(lambda: model.train_on_batch(x, y), repeats, warmup=2)
     row = {"model": name, "gradient": gradient if gradient == "bptt" else f"ide/{solver}", "mode": mode,
            "T": time_steps, "batch": batch, "step": step, "images_per_s": batch / step}
     if mode == "xla":
@@ -113,7 +103,7 @@ def measure(name, gradient, solver, mode, time_steps, repeats):
         inputs = keras_fsnn.callbacks.block_inputs(model, block, x)
         params = keras.tree.map_structure(ops.stop_gradient, block._parameters(False))
         simulate = compiled(lambda v: block._simulate(v, params, [])[0][-1])
-        row["simulation"] = median_time(lambda: ops.convert_to_numpy(simulate(inputs)[0, 0]), repeats)
+        row["simulation"] = median_seconds(lambda: ops.convert_to_numpy(simulate(inputs)[0, 0]), repeats, warmup=2)
         row["flops"] = simulation_flops(block, inputs) / row["simulation"]
     return row
 

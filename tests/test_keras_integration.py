@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from keras import ops
 
-import keras_fsnn
 from keras_fsnn import FeedbackSpikingBlock
 from keras_fsnn.callbacks import EquilibriumMonitor
 

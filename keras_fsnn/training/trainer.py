@@ -108,8 +108,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     uses XLA except for convolutional models on TensorFlow, which train 2-3x faster in
     graph mode on the CPU (benchmarks/step_time.py; docs/benchmarks.md).
     """
-    import tensorflow as tf  # the input pipeline (tf.data)
-
     get_recipe(name)  # an unknown name fails before anything is written
     output_dir = output_dir or os.path.join("runs", name)
     run_path = os.path.join(output_dir, "run.json")
@@ -186,7 +184,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),
                   machine=machine_description(), parameters=count_parameters(model), dataset=recipe.dataset)
     _write_json(os.path.join(output_dir, "result.json"), result)
-    del tf
     return result
 
 
