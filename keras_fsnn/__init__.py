@@ -4,7 +4,18 @@ Import this package before loading a `.keras` file that holds its layers (it reg
 them with Keras under the package name "keras_fsnn").
 """
 
-from keras_fsnn import backend, callbacks, datasets, gradients, initializers, models, neurons, solvers, training
+from keras_fsnn import (
+    backend,
+    callbacks,
+    datasets,
+    gradients,
+    initializers,
+    metrics,
+    models,
+    neurons,
+    solvers,
+    training,
+)
 from keras_fsnn.layers import FeedbackSpikingBlock, SpectralNormRestriction
 
 __version__ = "0.1.0"
@@ -17,6 +28,7 @@ __all__ = [
     "datasets",
     "gradients",
     "initializers",
+    "metrics",
     "models",
     "neurons",
     "solvers",

@@ -106,3 +106,78 @@ class EquilibriumMonitor(keras.callbacks.Callback):
         figure.savefig(path, dpi=120)
         plt.close(figure)
         return path
+
+
+class FiringRateLogger(keras.callbacks.Callback):
+    """Write the model's average firing rate (and SynOps) into the epoch logs.
+
+    At the end of every epoch, simulates the model's spiking blocks on up to
+    `max_examples` inputs of `data` (the first ones, so every epoch and every trial sees
+    the same inputs) and adds `{prefix}firing_rate` (spikes per neuron per time step over
+    all spiking neurons, `keras_fsnn.metrics.spiking_activity`) and, with `synops=True`,
+    `{prefix}synops` (per sample). Put it before callbacks that read the logs
+    (CSVLogger, TensorBoard; keras-tuner adds its own after the user's).
+
+    With `rate_bound`, it also logs `{prefix}accuracy_within_rate`: the epoch's
+    `{prefix}accuracy` when the firing rate is at most `rate_bound`, and that accuracy
+    minus 1 otherwise, so maximising it finds the most accurate model within the bound
+    and ranks every model within the bound above every model over it.
+
+    Args:
+        data: model inputs: an array, an `(x, y[, sample_weight])` tuple, or a
+            `tf.data.Dataset` / iterable of such batches (the validation data).
+        max_examples: how many inputs to simulate.
+        synops: also log the synaptic operations per sample.
+        rate_bound: see above; needs an "accuracy" metric (and validation data for the
+            "val_" prefix).
+        prefix: "val_" (default) for validation data, "" for training data.
+    """
+
+    def __init__(self, data, max_examples=512, synops=False, rate_bound=None, prefix="val_"):
+        super().__init__()
+        from keras_fsnn import validation
+
+        self.max_examples = validation.integer("max_examples", max_examples, minimum=1)
+        self.synops = validation.boolean("synops", synops)
+        self.rate_bound = None if rate_bound is None else validation.number("rate_bound", rate_bound, low=0.0, high=1.0)
+        self.prefix = prefix
+        self.inputs = first_inputs(data, self.max_examples)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from keras_fsnn.metrics import spiking_activity
+
+        if logs is None:
+            return
+        activity = spiking_activity(self.model, self.inputs, synops=self.synops)
+        logs[f"{self.prefix}firing_rate"] = activity["firing_rate"]
+        if self.synops:
+            logs[f"{self.prefix}synops"] = activity["synops"]
+        if self.rate_bound is not None:
+            key = f"{self.prefix}accuracy"
+            if key not in logs:
+                raise ValueError(
+                    f"FiringRateLogger(rate_bound={self.rate_bound}) needs '{key}' in the epoch logs; "
+                    f"compile the model with metrics=['accuracy'] and pass validation data. Logs: {sorted(logs)}.")
+            penalty = 0.0 if activity["firing_rate"] <= self.rate_bound else 1.0
+            logs[f"{self.prefix}accuracy_within_rate"] = float(logs[key]) - penalty
+
+
+def first_inputs(data, max_examples):
+    """The first `max_examples` model inputs of `data` (see FiringRateLogger) as NumPy."""
+    import numpy as np
+
+    if isinstance(data, tuple):
+        data = data[0]
+    if hasattr(data, "shape"):
+        return np.asarray(data[:max_examples])
+    taken, count = [], 0
+    for batch in data:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        x = np.asarray(x)
+        taken.append(x[: max_examples - count])
+        count += len(taken[-1])
+        if count >= max_examples:
+            break
+    if not taken:
+        raise ValueError("Argument `data` holds no examples.")
+    return np.concatenate(taken)

@@ -5,6 +5,7 @@
     keras-fsnn eval fsnn_fmnist --data-dir ~/data                         # the pretrained preset
     keras-fsnn eval fsnn_fmnist --weights runs/fmnist/model.keras --time-steps 10
     keras-fsnn list
+    keras-fsnn tune fsnn --dataset digits --layer conv --max-trials 6 --epochs 3 --set time_steps=5:20:5
 """
 
 import argparse
@@ -61,6 +62,29 @@ def main(argv=None):
 
     commands.add_parser("list", help="list the zoo presets and their status")
 
+    tune = commands.add_parser("tune", help="search hyperparameters with keras-tuner (needs keras-fsnn[tune])")
+    tune.add_argument("family", choices=["fsnn", "alexnet_f", "cifarnet_f"])
+    tune.add_argument("--dataset", default="digits",
+                      help="digits (embedded), mnist, fashion_mnist, cifar10 or cifar100 (default: digits)")
+    tune.add_argument("--layer", choices=["dense", "conv"], default="dense", help="for the fsnn family")
+    tune.add_argument("--data-dir")
+    tune.add_argument("--tuner", choices=["random", "bayesian", "hyperband"], default="random")
+    tune.add_argument("--objective", choices=["accuracy", "firing_rate", "accuracy_within_rate", "accuracy_and_rate"],
+                      default="accuracy")
+    tune.add_argument("--rate-bound", type=float, help="largest allowed average firing rate (accuracy_within_rate)")
+    tune.add_argument("--synops", action="store_true", help="also log SynOps per sample")
+    tune.add_argument("--max-trials", type=int, default=10)
+    tune.add_argument("--epochs", type=int, default=3, help="epochs per trial (hyperband: the most)")
+    tune.add_argument("--batch-size", type=int, default=128)
+    tune.add_argument("--limit", type=int, help="use only the first N training and test examples")
+    tune.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                      help="fix or narrow a hyperparameter: 5 | 5:30[:step[:log]] | if,lif (repeatable)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--directory", default="tuning", help="the tuner's folder; an interrupted search resumes")
+    tune.add_argument("--project-name")
+    tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
+    tune.add_argument("--verbose", type=int, default=1)
+
     export = commands.add_parser("export", help="turn a finished training run into a zoo preset folder")
     export.add_argument("run_dir")
     export.add_argument("--to", required=True, help="the preset folder to write, e.g. zoo/fsnn_fmnist")
@@ -89,6 +113,23 @@ def main(argv=None):
 
         metadata = zoo.export_run(args.run_dir, args.to, data_dir=args.data_dir)
         print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
+    elif args.command == "tune":
+        from keras_fsnn.tuner.search import parse_setting
+        from keras_fsnn.tuner.search import tune as run_search
+
+        space = dict(parse_setting(text) for text in args.set)
+        result = run_search(
+            args.family, args.dataset, layer=args.layer, data_dir=args.data_dir, tuner=args.tuner,
+            objective=args.objective, max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,
+            limit=args.limit, search_space=space, rate_bound=args.rate_bound, synops=args.synops, seed=args.seed,
+            directory=args.directory, project_name=args.project_name, overwrite=args.overwrite, verbose=args.verbose)
+        print(f"best trial {result['trial']} of {result['trials']} (score {result['score']:.4f}):")
+        for name, value in result["hyperparameters"].items():
+            print(f"  {name:<14} {value}")
+        print("  validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result["validation"].items()))
+        print(f"  test accuracy {result['test_accuracy']:.4f} on {result['test_examples']} images, "
+              f"average firing rate {result['test_firing_rate']:.4f}")
+        print(json.dumps(result))
     else:
         from keras_fsnn import zoo
 

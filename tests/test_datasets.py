@@ -125,3 +125,12 @@ def test_pipeline_gives_unit_range_floats_and_augments_cifar():
     assert images.dtype == np.float32 and images.shape == (8, 32, 32, 3) and 0.0 <= images.min() and images.max() <= 1.0
     np.testing.assert_allclose(images, x[:8] / 255.0, atol=1e-6)
     assert augmented[0].shape == (8, 32, 32, 3) and not np.allclose(augmented[0].numpy(), images)
+
+
+def test_embedded_digits_need_no_files():
+    pytest.importorskip("sklearn")
+    x_train, y_train = datasets.load_arrays("digits", "train", data_dir="/nonexistent")
+    x_test, y_test = datasets.load_arrays("digits", "test")
+    assert x_train.shape == (1347, 8, 8, 1) and x_test.shape == (450, 8, 8, 1)
+    assert x_train.dtype == np.uint8 and x_train.max() == 255
+    assert np.bincount(y_train).min() >= 130 and np.bincount(y_test).min() >= 43

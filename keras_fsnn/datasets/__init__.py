@@ -46,6 +46,8 @@ DATASETS = {
                             "cifar-100-python/ (the official python pickles) or cifar100.npz", "cifar100", augment=True),
     "nmnist": DatasetInfo("nmnist", (30, 34, 34, 2), 10, (60000, 10000),
                           "the official Train/<digit>/*.bin and Test/<digit>/*.bin event files"),
+    # Embedded: scikit-learn's 1,797 8x8 handwritten digits, no files needed.
+    "digits": DatasetInfo("digits", (8, 8, 1), 10, (1347, 450), "nothing (bundled with scikit-learn)"),
 }
 
 SPLITS = {"train": "train", "test": "test"}
@@ -59,7 +61,8 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
     """(images, labels) of a dataset split as NumPy arrays.
 
     Args:
-        name: "mnist", "fashion_mnist", "cifar10", "cifar100" or "nmnist".
+        name: "mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist" or "digits"
+            (scikit-learn's bundled 8x8 digits, split 75/25 stratified with seed 0).
         split: "train" or "test".
         data_dir: the folder to look in (see the module docstring).
         source: "files" (official formats only), "tfds" (tensorflow-datasets with
@@ -69,6 +72,8 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
     info = validation.choose("name", name, DATASETS)
     split = validation.choose("split", split, SPLITS)
     validation.choose("source", source, {"auto": 1, "files": 1, "tfds": 1})
+    if info.name == "digits":
+        return readers.read_sklearn_digits(split)
     data_dir = data_dir or default_data_dir()
     looked = []
     if source in ("auto", "files"):

@@ -143,3 +143,18 @@ def read_nmnist(folder, split, time_steps=30):
     if not frames:
         raise DatasetNotFoundError([os.path.join(base, "<digit>", "*.bin")])
     return np.stack(frames), np.asarray(labels, np.int64)
+
+
+def read_sklearn_digits(split):
+    """scikit-learn's 8x8 digits (grey levels 0..16, scaled to uint8 0..255), split 75/25,
+    stratified, with seed 0 (the split of examples/train_digits.py)."""
+    try:
+        from sklearn.datasets import load_digits
+        from sklearn.model_selection import train_test_split
+    except ImportError as error:
+        raise ImportError("The 'digits' dataset is scikit-learn's: pip install scikit-learn.") from error
+    data = load_digits()
+    images = np.round(data.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, data.target.astype(np.int64), test_size=0.25, random_state=0, stratify=data.target)
+    return (x_train, y_train) if split == "train" else (x_test, y_test)

@@ -3,9 +3,23 @@ from keras_fsnn.models.feedback_networks import (
     alexnet_f,
     cifarnet_f,
     count_parameters,
+    feedback_conv_network,
+    feedback_dense_network,
+    feedback_multilayer_network,
     fsnn_fmnist,
     fsnn_mnist,
     fsnn_nmnist,
 )
 
-__all__ = ["ARCHITECTURES", "alexnet_f", "cifarnet_f", "count_parameters", "fsnn_fmnist", "fsnn_mnist", "fsnn_nmnist"]
+__all__ = [
+    "ARCHITECTURES",
+    "alexnet_f",
+    "cifarnet_f",
+    "count_parameters",
+    "feedback_conv_network",
+    "feedback_dense_network",
+    "feedback_multilayer_network",
+    "fsnn_fmnist",
+    "fsnn_mnist",
+    "fsnn_nmnist",
+]

@@ -25,6 +25,8 @@ from keras_fsnn.layers import FeedbackSpikingBlock, SpectralNormRestriction
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # used for Fashion-MNIST too (paper 000 F.3.1)
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+ALEXNET_F_CHANNELS = (96, 256, 384, 384, 256)
+CIFARNET_F_CHANNELS = (128, 256, 512, 1024, 512)
 
 
 def count_parameters(model):
@@ -61,60 +63,65 @@ def _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_
                 spectral_norm=True, norm_bound=1.0)
 
 
+def _normalise(inputs, normalization):
+    """The dataset normalisation as a layer: `normalization` = (mean, std), per channel or
+    scalar, or None for inputs that need none."""
+    if normalization is None:
+        return inputs
+    mean, std = normalization
+    variance = [s**2 for s in std] if isinstance(std, (list, tuple)) else std**2
+    return keras.layers.Normalization(mean=mean, variance=variance, name="normalise")(inputs)
+
+
 def _classifier(name, inputs, normalised, block, num_classes):
     rates = block(normalised)
     logits = keras.layers.Dense(num_classes, name="readout")(keras.layers.Flatten(name="flatten")(rates))
     return keras.Model(inputs, logits, name=name)
 
 
-def fsnn_mnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-               solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_mnist"):
-    """MNIST 64C5s (F64C5): conv 1->64 5x5 stride 2 (14x14x64 neurons) with a 64->64 5x5
-    conv feedback; 229,642 parameters (paper 000 Table 1: 229K). Paper: T = 30, LIF 0.95."""
-    inputs = keras.Input((28, 28, 1), name="image")
-    normalised = keras.layers.Normalization(mean=MNIST_MEAN, variance=MNIST_STD**2, name="normalise")(inputs)
-    block = FeedbackSpikingBlock(
-        forward=[_conv_stage(64, 5, 2, 2)],
-        feedback=keras.layers.Conv2D(64, 5, padding="same", use_bias=False, kernel_initializer=UnitNormUniform()),
-        name="fsnn", **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics))
-    return _classifier(name, inputs, normalised, block, num_classes)
+# ---------------------------------------------------------------- general builders
 
 
-def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-                solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_fmnist"):
-    """Fashion-MNIST 400 (F400): dense 784->400 with a 400->400 feedback; 478,810
-    parameters (paper 000 Table 2: 478K). Paper: T = 5. Uses the MNIST normalisation
-    constants, as the paper and the released code do."""
-    inputs = keras.Input((28, 28, 1), name="image")
-    normalised = keras.layers.Normalization(mean=MNIST_MEAN, variance=MNIST_STD**2, name="normalise")(inputs)
-    flat = keras.layers.Flatten(name="flatten_input")(normalised)
+def feedback_dense_network(input_shape, num_classes, units, normalization=None, name="feedback_dense_network",
+                           **block_options):
+    """Input -> flatten -> one dense layer of `units` spiking neurons with a dense feedback
+    (the F400 shape) -> linear readout of the rates. `block_options` go to the
+    FeedbackSpikingBlock (time_steps, neuron, leak, threshold, dropout, solver, ...)."""
+    inputs = keras.Input(tuple(input_shape), name="image")
+    flat = keras.layers.Flatten(name="flatten_input")(_normalise(inputs, normalization))
     block = FeedbackSpikingBlock(
-        forward=[_dense_stage(400)],
-        feedback=keras.layers.Dense(400, use_bias=False, kernel_initializer=UnitNormUniform()),
-        name="fsnn", **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics))
+        forward=[_dense_stage(units)],
+        feedback=keras.layers.Dense(units, use_bias=False, kernel_initializer=UnitNormUniform()),
+        name="fsnn", **block_options)
     return _classifier(name, inputs, flat, block, num_classes)
 
 
-def fsnn_nmnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-                solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_nmnist"):
-    """N-MNIST 64C5s (F64C5) on (T, 34, 34, 2) spike frames, padding 2 (17x17x64 neurons);
-    290,762 parameters, the paper's 291K. The released script pads by 1 (269,642)."""
-    inputs = keras.Input((time_steps, 34, 34, 2), name="frames")
+def feedback_conv_network(input_shape, num_classes, filters, kernel_size=5, strides=2, normalization=None,
+                          input_type="static", name="feedback_conv_network", **block_options):
+    """Input -> one conv layer of spiking neurons (`filters` channels, `kernel_size`,
+    `strides`, PyTorch-style padding (k-1)//2) with a same-size conv feedback (the F64C5
+    shape) -> linear readout of the rates. With input_type="sequence" the input is
+    (T, H, W, C) spike frames."""
+    inputs = keras.Input(tuple(input_shape), name="frames" if input_type == "sequence" else "image")
+    normalised = _normalise(inputs, normalization)
     block = FeedbackSpikingBlock(
-        forward=[_conv_stage(64, 5, 2, 2)],
-        feedback=keras.layers.Conv2D(64, 5, padding="same", use_bias=False, kernel_initializer=UnitNormUniform()),
-        input_type="sequence", name="fsnn",
-        **_block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics))
-    return _classifier(name, inputs, inputs, block, num_classes)
+        forward=[_conv_stage(filters, kernel_size, strides, (kernel_size - 1) // 2)],
+        feedback=keras.layers.Conv2D(filters, kernel_size, padding="same", use_bias=False,
+                                     kernel_initializer=UnitNormUniform()),
+        input_type=input_type, name="fsnn", **block_options)
+    return _classifier(name, inputs, normalised, block, num_classes)
 
 
-def _multilayer_cifar(name, channels, num_classes, options):
+def feedback_multilayer_network(input_shape, num_classes, channels, normalization=None,
+                                name="feedback_multilayer_network", **block_options):
     """c1 C3s - c2 C3 - c3 C3s - c4 C3 - c5 C3 with a conv-transpose feedback c5 -> c1
-    (F{c1}C3u): 32x32 -> 16x16 (layers 1-2) -> 8x8 (layers 3-5) -> 16x16 feedback."""
+    (F{c1}C3u, the AlexNet-F / CIFARNet-F shape): H x W -> H/2 (layers 1-2) -> H/4
+    (layers 3-5) -> H/2 feedback. `channels` = (c1, ..., c5)."""
+    if len(channels) != 5:
+        raise ValueError(f"Argument `channels` must hold 5 channel counts (c1..c5); received channels={channels!r}.")
     c1, c2, c3, c4, c5 = channels
-    inputs = keras.Input((32, 32, 3), name="image")
-    normalised = keras.layers.Normalization(
-        mean=CIFAR_MEAN, variance=[s**2 for s in CIFAR_STD], name="normalise")(inputs)
+    inputs = keras.Input(tuple(input_shape), name="image")
+    normalised = _normalise(inputs, normalization)
     block = FeedbackSpikingBlock(
         forward=[
             _conv_stage(c1, 3, 2, 1),
@@ -125,8 +132,40 @@ def _multilayer_cifar(name, channels, num_classes, options):
         ],
         feedback=keras.layers.Conv2DTranspose(c1, 3, strides=2, padding="same", use_bias=False,
                                               kernel_initializer=UnitNormUniform(axis=-2)),
-        name="fsnn", **options)
+        name="fsnn", **block_options)
     return _classifier(name, inputs, normalised, block, num_classes)
+
+
+# ---------------------------------------------------------------- the papers' models
+
+
+def fsnn_mnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
+               solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_mnist"):
+    """MNIST 64C5s (F64C5): conv 1->64 5x5 stride 2 (14x14x64 neurons) with a 64->64 5x5
+    conv feedback; 229,642 parameters (paper 000 Table 1: 229K). Paper: T = 30, IF
+    (99.49%) or LIF 0.95 (99.53%)."""
+    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics)
+    return feedback_conv_network((28, 28, 1), num_classes, 64, 5, 2, normalization=(MNIST_MEAN, MNIST_STD),
+                                 name=name, **options)
+
+
+def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=2.0, dropout=0.2,
+                solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_fmnist"):
+    """Fashion-MNIST 400 (F400): dense 784->400 with a 400->400 feedback; 478,810
+    parameters (paper 000 Table 2: 478K). Paper: T = 5. Uses the MNIST normalisation
+    constants, as the paper and the released code do."""
+    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics)
+    return feedback_dense_network((28, 28, 1), num_classes, 400, normalization=(MNIST_MEAN, MNIST_STD),
+                                  name=name, **options)
+
+
+def fsnn_nmnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
+                solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper", name="fsnn_nmnist"):
+    """N-MNIST 64C5s (F64C5) on (T, 34, 34, 2) spike frames, padding 2 (17x17x64 neurons);
+    290,762 parameters, the paper's 291K. The released script pads by 1 (269,642)."""
+    options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics)
+    return feedback_conv_network((time_steps, 34, 34, 2), num_classes, 64, 5, 2, input_type="sequence",
+                                 name=name, **options)
 
 
 def alexnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
@@ -135,7 +174,8 @@ def alexnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2
     CIFAR-10, 5,184,164 for CIFAR-100 (paper 000 Table 3: 3.7M / 5.2M). Paper: T = 30 or
     100, LIF 0.99."""
     options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.99, bn_statistics)
-    return _multilayer_cifar(name, (96, 256, 384, 384, 256), num_classes, options)
+    return feedback_multilayer_network((32, 32, 3), num_classes, ALEXNET_F_CHANNELS, (CIFAR_MEAN, CIFAR_STD),
+                                       name=name, **options)
 
 
 def cifarnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
@@ -143,7 +183,8 @@ def cifarnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=
     """CIFARNet-F, 128C3s-256C3-512C3s-1024C3-512C3 (F128C3u): 11,840,010 parameters for
     CIFAR-10, 14,789,220 for CIFAR-100 (paper 000 Table 3: 11.8M / 14.8M)."""
     options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.99, bn_statistics)
-    return _multilayer_cifar(name, (128, 256, 512, 1024, 512), num_classes, options)
+    return feedback_multilayer_network((32, 32, 3), num_classes, CIFARNET_F_CHANNELS, (CIFAR_MEAN, CIFAR_STD),
+                                       name=name, **options)
 
 
 ARCHITECTURES = {
