@@ -97,6 +97,7 @@ def search(tuner_class, directory, seed=1, max_trials=2, **kwargs):
     return tuner
 
 
+@pytest.mark.backend
 def test_random_search_runs_offline_and_its_best_model_saves_and_reloads(tmp_path):
     tuner = search(keras_tuner.RandomSearch, tmp_path)
     trials = list(tuner.oracle.trials.values())
