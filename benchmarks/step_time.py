@@ -3,6 +3,7 @@ XLA, where the time goes, and the forward simulation's FLOP/s against the machin
 
     python benchmarks/step_time.py                       # all models and modes (~10 min on 2 cores)
     python benchmarks/step_time.py --models f400 --repeats 20
+    python benchmarks/step_time.py --backends tensorflow jax --models f400 conv   # backend column + ratio
 
 Everything is measured in one process, side by side (machines here are noisy; compare
 the ratios). Models:
@@ -16,12 +17,17 @@ Columns: median seconds per `train_on_batch` step and images/s; "simulation" is 
 median of the compiled no-gradient T-step simulation alone, "rest" = step - simulation
 (the differentiable f pass, the adjoint solve or BPTT's backward, the optimiser); FLOP/s
 counts the dense multiply-adds the simulation performs (2 per MAC), against the peak of
-a float32 matmul measured in the same run.
+a float32 matmul measured in the same run. With `--backends tensorflow jax` the script runs
+itself once per backend (a fresh process each, one after the other in this run) and adds a
+table of the XLA steps of both backends with the ratio JAX / TensorFlow.
 """
 
 import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -112,7 +118,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["f400", "conv", "alexnet_f"])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--backends", nargs="+", choices=["tensorflow", "jax"],
+                        help="run once per backend and compare (default: the active backend only)")
+    parser.add_argument("--json", help=argparse.SUPPRESS)  # where a per-backend child writes its rows
     args = parser.parse_args(argv)
+    if args.backends:
+        return compare_backends(args)
 
     peak = matmul_peak()
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
@@ -143,7 +154,38 @@ def main(argv=None):
             ratio = ours[0]["step"] / reference
             print(f"{name}: {ours[0]['step']:.4f} s per step vs the authors' PyTorch {reference} s: ratio {ratio:.2f} "
                   f"({'meets' if ratio <= 0.5 else 'MISSES'} the target <= 0.5)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f)
     return rows
+
+
+def compare_backends(args):
+    """Every requested backend in its own process; then the XLA rows side by side."""
+    results = {}
+    for backend in args.backends:
+        print(f"\n=== KERAS_BACKEND={backend}", flush=True)
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, "rows.json")
+            command = [sys.executable, os.path.abspath(__file__), "--models", *args.models,
+                       "--repeats", str(args.repeats), "--json", path]
+            subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=backend), check=True)
+            with open(path) as f:
+                results[backend] = json.load(f)
+    first, *others = args.backends
+    print(f"\nXLA training step, seconds (median), side by side; ratio = other / {first}")
+    print(f"{'model':<10} {'gradient':<16} {'T':>3} {'batch':>5} " + " ".join(f"{b:>10}" for b in args.backends)
+          + "".join(f" {b + '/' + first:>16}" for b in others))
+    for row in results[first]:
+        if row["mode"] != "xla":
+            continue
+        key = (row["model"], row["gradient"], row["T"], row["batch"])
+        steps = {b: next((r["step"] for r in results[b] if r["mode"] == "xla"
+                          and (r["model"], r["gradient"], r["T"], r["batch"]) == key), float("nan"))
+                 for b in args.backends}
+        print(f"{key[0]:<10} {key[1]:<16} {key[2]:>3} {key[3]:>5} " + " ".join(f"{steps[b]:10.4f}" for b in args.backends)
+              + "".join(f" {steps[b] / steps[first]:16.2f}" for b in others), flush=True)
+    return results
 
 
 if __name__ == "__main__":

@@ -65,7 +65,8 @@ def _ones_kernel_apply(stage, values):
         if getattr(layer, "kernel", None) is None:
             out = layer(out)
             continue
-        replaced = [ops.ones_like(v) if v is layer.kernel else ops.zeros_like(v) for v in layer.trainable_variables]
+        replaced = [ops.ones(v.shape, v.dtype) if v is layer.kernel else ops.zeros(v.shape, v.dtype)
+                    for v in layer.trainable_variables]
         out, _ = layer.stateless_call(replaced, [ops.convert_to_tensor(v) for v in layer.non_trainable_variables], out)
     return out
 

@@ -8,6 +8,8 @@ from keras import ops
 from keras_fsnn import FeedbackSpikingBlock
 from keras_fsnn.energy import DEVICES, energy_report, synaptic_operations
 
+pytestmark = pytest.mark.backend  # also run under the other backend
+
 
 def test_dense_block_synops_are_spike_counts_times_fanout():
     block = FeedbackSpikingBlock([keras.layers.Dense(4), keras.layers.Dense(3)], keras.layers.Dense(4, use_bias=False),

@@ -161,3 +161,25 @@ def test_released_code_bn_statistics_switch():
     np.testing.assert_array_equal(rates["paper"][1], rates["released_code"][1])  # inference: the same
     with pytest.raises(ValueError, match="`bn_statistics` must be one of 'paper', 'released_code'"):
         FeedbackSpikingBlock([keras.layers.Dense(8)], keras.layers.Dense(8), bn_statistics="pytorch")
+
+
+@pytest.mark.backend
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_implicit_gradient_under_mixed_precision_matches_float32(policy):
+    from conftest import cosine, value_and_grads
+
+    x, y = data(16)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    reference = conv_model(neuron="lif")
+    weights = reference.get_weights()
+    _, expected = value_and_grads(lambda: loss_fn(y, reference(x, training=True)), reference.trainable_variables)
+    keras.config.set_dtype_policy(policy)
+    try:
+        model = conv_model(neuron="lif")
+        model.set_weights(weights)
+        _, grads = value_and_grads(lambda: loss_fn(y, ops.cast(model(x, training=True), "float32")),
+                                   model.trainable_variables)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    similarity = cosine(expected, [np.asarray(g, "float32") for g in grads])
+    assert similarity >= 0.99, similarity

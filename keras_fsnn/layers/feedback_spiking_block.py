@@ -157,6 +157,14 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             raise ValueError(
                 "bn_statistics='released_code' is implemented for input_type='static' only (the released "
                 "code normalises spike inputs with statistics of their average, which is not reproduced).")
+        if self.bn_statistics == "paper" and keras.backend.backend() == "tensorflow" and any(
+                getattr(layer, "synchronized", False) for stage in self.forward
+                for layer in stage._flatten_layers(include_self=True, recursive=True)):
+            raise ValueError(
+                "A forward stage has BatchNormalization(synchronized=True): with bn_statistics='paper' the adjoint "
+                "solve's loop normalises with batch statistics, and tf.distribute cannot all-reduce inside that "
+                "loop. Use bn_statistics='released_code' (the adjoint uses stored statistics; exact under "
+                "MirroredStrategy) or unsynchronized batch norm (per-replica statistics).")
         self.seed = seed
         self._config = {
             "time_steps": self.time_steps,
@@ -233,13 +241,18 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             self.norm_restriction.initialize_from(ops.convert_to_numpy(kernel))
 
         n = len(self.forward)
-        self._rates = self.add_weight(shape=(n,), initializer="zeros", trainable=False, name="firing_rates")
-        self._forward_residual = self.add_weight(shape=(), initializer="zeros", trainable=False, name="forward_residual")
+        self._rates = self._diagnostic("firing_rates", (n,))
+        self._forward_residual = self._diagnostic("forward_residual")
         self._backward_report = BackwardReport(
-            self.add_weight(shape=(), initializer="zeros", trainable=False, name="backward_residual"),
-            self.add_weight(shape=(), initializer="zeros", trainable=False, name="backward_iterations"),
-            self.add_weight(shape=(), initializer="zeros", trainable=False, name="backward_failed"),
+            self._diagnostic("backward_residual"),
+            self._diagnostic("backward_iterations"),
+            self._diagnostic("backward_failed"),
         )
+
+    def _diagnostic(self, name, shape=()):
+        # Averaged over replicas under a distribution strategy (each replica sees its part
+        # of the batch); a failure flag stays non-zero if any replica failed.
+        return self.add_weight(shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name)
 
     def compute_output_shape(self, input_shape):
         if not self.built:
