@@ -50,6 +50,8 @@ def main(argv=None):
     train.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
                        help="XLA compilation (auto: on, except conv models on TensorFlow, faster without on CPU)")
     train.add_argument("--verbose", default="auto")
+    train.add_argument("--pipeline", choices=["auto", "tf_data", "numpy"], default="auto",
+                       help="input pipeline: tf.data, or NumPy batches that need no TensorFlow (auto: tf.data if installed)")
     _add_model_flags(train)
 
     evaluate = commands.add_parser("eval", help="evaluate a zoo model: accuracy, firing rates, residual")
@@ -100,6 +102,7 @@ def main(argv=None):
             batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
             warmup_steps=args.warmup_steps, limit=args.limit, seed=args.seed,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
+            pipeline=args.pipeline,
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":

@@ -64,3 +64,80 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
 def test_unknown_recipe_lists_known_ones():
     with pytest.raises(ValueError, match=r"`name` must be one of 'fsnn_mnist', 'fsnn_fmnist'"):
         train("vgg16")
+
+
+def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
+    from keras_fsnn.datasets import DATASETS
+    from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches
+
+    info = DATASETS["cifar10"]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(10)
+    running = EpochBatches(info, images, labels, 4, seed=7, augment=True)
+    running.on_epoch_end()  # now at epoch 1
+    resumed = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augment=True)
+    assert len(resumed) == 3
+    for i in range(3):
+        (xa, ya), (xb, yb) = running[i], resumed[i]
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    x, y = resumed[0]
+    assert x.dtype == np.float32 and x.shape == (4, 32, 32, 3) and 0 <= x.min() and x.max() <= 1
+    for image, label in zip(x, y):  # a crop of the zero-padded original, maybe flipped
+        padded = np.pad(images[label].astype("float32") / 255, ((4, 4), (4, 4), (0, 0)))
+        dy, dx = resumed.offsets[list(resumed.order).index(label)]
+        crop = padded[dy:dy + 32, dx:dx + 32]
+        assert np.array_equal(image, crop) or np.array_equal(image, crop[:, ::-1])
+    assert sorted(np.concatenate([resumed[i][1] for i in range(3)])) == list(range(10))  # a permutation
+    batches = list(ArrayBatches(info, images, labels, 4))
+    assert [len(b[1]) for b in batches] == [4, 4, 2] and np.array_equal(batches[2][1], [8, 9])
+
+
+@pytest.mark.backend
+def test_numpy_pipeline_run_resumes_exactly(tmp_path):
+    """The input path of a machine without TensorFlow (the JAX GPU machine)."""
+    root = shared_data("fashion_mnist")
+    kwargs = dict(data_dir=root, limit=200, batch_size=100, verbose=0, model_overrides={"time_steps": 3},
+                  pipeline="numpy")
+    straight = train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)
+    train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=1, **kwargs)
+    resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, epochs=2, data_dir=root, verbose=0)
+    assert json.load(open(tmp_path / "resumed" / "run.json"))["pipeline"] == "numpy"
+    assert resumed["accuracy"] == straight["accuracy"]
+    a = keras.saving.load_model(tmp_path / "straight" / "model.keras")
+    b = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
+NO_TENSORFLOW = '''
+import importlib.abc, importlib.util, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in ("tensorflow", "tensorboard"):
+            raise ImportError("no " + name + " on this machine")
+sys.meta_path.insert(0, Refuse())
+find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in ("tensorflow", "tensorboard") else find_spec(name, *a)
+from keras_fsnn.training import train
+result = train("fsnn_fmnist", data_dir=sys.argv[1], output_dir=sys.argv[2], epochs=1, limit=200, batch_size=100,
+               verbose=0, model_overrides={"time_steps": 3})
+assert "tensorflow" not in sys.modules
+print("accuracy", result["accuracy"])
+'''
+
+
+def test_training_runs_on_jax_without_tensorflow_installed(tmp_path):
+    """The GPU machine has JAX but no TensorFlow: the trainer falls back to NumPy batches."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("jax")
+    root = shared_data("fashion_mnist")
+    env = dict(os.environ, KERAS_BACKEND="jax")
+    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, root, str(tmp_path / "run")], env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "accuracy" in result.stdout
+    assert json.load(open(tmp_path / "run" / "run.json"))["pipeline"] == "numpy"

@@ -15,6 +15,7 @@ the dropout RNG state is saved with the model, so an interrupted run resumed wit
 """
 
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -25,13 +26,15 @@ import warnings
 import keras
 import numpy as np
 
-from keras_fsnn import datasets
+from keras_fsnn import datasets, validation
 from keras_fsnn.callbacks import EquilibriumMonitor, block_inputs, spiking_blocks
+from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches
 from keras_fsnn.models import ARCHITECTURES, count_parameters
 from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
 from keras_fsnn.training.recipes import get_recipe
 
 EVAL_BATCH = 256
+PIPELINES = {"auto": "auto", "tf_data": "tf_data", "numpy": "numpy"}
 
 
 def build_model(name, **model_overrides):
@@ -99,23 +102,29 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
           milestones=None, warmup_steps=None, limit=None, seed=0, jit_compile="auto", verbose="auto", model_overrides=None,
-          command=None):
+          command=None, pipeline="auto"):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
     `output_dir` continues from its last finished epoch with its saved settings; without
     it an existing run there is an error (nothing is overwritten). `jit_compile="auto"`
     uses XLA except for convolutional models on TensorFlow, which train 2-3x faster in
-    graph mode on the CPU (benchmarks/step_time.py; docs/benchmarks.md).
+    graph mode on the CPU (benchmarks/step_time.py; docs/benchmarks.md). `pipeline`:
+    "tf_data", "numpy" (`keras.utils.PyDataset`s, no TensorFlow needed: the JAX backend on
+    a machine without TensorFlow) or "auto" (tf.data when TensorFlow is installed); a
+    resumed run keeps the pipeline it started with.
     """
     get_recipe(name)  # an unknown name fails before anything is written
+    pipeline = validation.choose("pipeline", pipeline, PIPELINES)
+    if pipeline == "auto":
+        pipeline = "tf_data" if importlib.util.find_spec("tensorflow") else "numpy"
     output_dir = output_dir or os.path.join("runs", name)
     run_path = os.path.join(output_dir, "run.json")
     overrides = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
                      milestones=list(milestones) if milestones is not None else None)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
-                "seed": seed, "limit": limit, "data_dir": data_dir}
+                "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline}
     if os.path.exists(run_path):
         if not resume:
             raise FileExistsError(
@@ -128,7 +137,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         changed = {k: (kept.get(k), v) for k, v in asked.items() if kept.get(k) != v}
         if changed:
             raise ValueError(f"resume continues the saved run with its own settings; these differ (saved, asked): {changed}")
-        settings = {**saved, "data_dir": data_dir or saved.get("data_dir")}
+        settings = {"pipeline": "tf_data", **saved, "data_dir": data_dir or saved.get("data_dir")}
         if epochs is not None:
             settings["recipe_overrides"] = {**saved["recipe_overrides"], "epochs": epochs}
             _write_json(run_path, settings)
@@ -163,9 +172,15 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         keras.utils.set_random_seed(settings["seed"])
         model = compile_model(build_model(settings["name"], **settings["model_overrides"]), recipe, steps_per_epoch, jit_compile)
 
-    train_data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first_epoch, recipe.epochs,
-                                settings["seed"], info.augment)
-    test_data = datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(x_test, y_test))
+    if settings["pipeline"] == "numpy":
+        train_data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first_epoch, info.augment)
+        test_data = ArrayBatches(info, x_test, y_test, EVAL_BATCH)
+        steps = {}
+    else:
+        train_data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first_epoch, recipe.epochs,
+                                    settings["seed"], info.augment)
+        test_data = datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(x_test, y_test))
+        steps = {"steps_per_epoch": steps_per_epoch, "shuffle": False}
     callbacks = [EpochCheckpoint(output_dir), EquilibriumMonitor(),
                  keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True)]
     try:
@@ -177,8 +192,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                       "(pip install 'keras-fsnn[train]'); log.csv is written.", stacklevel=2)
     started = time.time()
     if first_epoch < recipe.epochs:
-        model.fit(train_data, epochs=recipe.epochs, initial_epoch=first_epoch, steps_per_epoch=steps_per_epoch,
-                  validation_data=test_data, callbacks=callbacks, verbose=verbose, shuffle=False)
+        model.fit(train_data, epochs=recipe.epochs, initial_epoch=first_epoch, validation_data=test_data,
+                  callbacks=callbacks, verbose=verbose, **steps)
     model.save(os.path.join(output_dir, "model.keras"))
     result = evaluate(model, test_data)
     result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),

@@ -1,0 +1,76 @@
+"""Training and evaluation batches without TensorFlow: `keras.utils.PyDataset`s over NumPy
+arrays, for the JAX backend on a machine that has no TensorFlow (the project's GPU
+machine). Same preprocessing as the tf.data pipelines (scale to [0, 1]; CIFAR: zero-pad
+4, random 32x32 crop, random horizontal flip), with the same guarantee: the order and
+augmentation of epoch e are a pure function of (seed, e), so a resumed run draws the
+batches an uninterrupted one would have (the draws differ from tf.data's)."""
+
+import math
+
+import keras
+import numpy as np
+
+
+def _scale(images, info):
+    return images.astype("float32") / 255.0 if images.dtype == np.uint8 and info.name != "nmnist" else images.astype("float32")
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Shuffled (and, with `augment`, cropped and flipped) batches, epoch after epoch,
+    starting at epoch `first_epoch`."""
+
+    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augment=False):
+        super().__init__()
+        self.info, self.images, self.labels = info, images, np.asarray(labels)
+        self.batch_size, self.seed, self.augment = int(batch_size), int(seed), bool(augment)
+        self.epoch = int(first_epoch)
+        self._prepare_epoch()
+
+    def _prepare_epoch(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        count = len(self.labels)
+        self.order = rng.permutation(count)
+        if self.augment:
+            self.offsets = rng.integers(0, 9, (count, 2))  # crop origin in the 8-pixel padded image
+            self.flips = rng.random(count) < 0.5
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index):
+        positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.labels)))
+        chosen = self.order[positions]
+        images = _scale(self.images[chosen], self.info)
+        if self.augment:
+            height, width = images.shape[1:3]
+            padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+            crops = np.empty_like(images)
+            for i, (position, (dy, dx)) in enumerate(zip(positions, self.offsets[positions])):
+                crop = padded[i, dy:dy + height, dx:dx + width]
+                crops[i] = crop[:, ::-1] if self.flips[position] else crop
+            images = crops
+        return images, self.labels[chosen]
+
+    def on_epoch_end(self):
+        self.epoch += 1
+        self._prepare_epoch()
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Batches in order, no augmentation (evaluation); iterable as (x, y) pairs."""
+
+    def __init__(self, info, images, labels, batch_size):
+        super().__init__()
+        self.info, self.images, self.labels, self.batch_size = info, images, np.asarray(labels), int(batch_size)
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, index):
+        if index >= len(self):
+            raise IndexError(index)
+        part = slice(index * self.batch_size, (index + 1) * self.batch_size)
+        return _scale(self.images[part], self.info), self.labels[part]
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
