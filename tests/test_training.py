@@ -115,11 +115,11 @@ NO_TENSORFLOW = '''
 import importlib.abc, importlib.util, sys
 class Refuse(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
-        if name.split(".")[0] in ("tensorflow", "tensorboard"):
+        if name.split(".")[0] == "tensorflow":
             raise ImportError("no " + name + " on this machine")
 sys.meta_path.insert(0, Refuse())
 find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] in ("tensorflow", "tensorboard") else find_spec(name, *a)
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tensorflow" else find_spec(name, *a)
 from keras_fsnn.training import train
 result = train("fsnn_fmnist", data_dir=sys.argv[1], output_dir=sys.argv[2], epochs=1, limit=200, batch_size=100,
                verbose=0, model_overrides={"time_steps": 3})

@@ -183,12 +183,11 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         steps = {"steps_per_epoch": steps_per_epoch, "shuffle": False}
     callbacks = [EpochCheckpoint(output_dir), EquilibriumMonitor(),
                  keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True)]
-    try:
-        import tensorboard  # noqa: F401
-
+    # Keras's TensorBoard callback writes through tf.summary: it needs TensorFlow as well.
+    if all(importlib.util.find_spec(package) for package in ("tensorboard", "tensorflow")):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
-    except ImportError:
-        warnings.warn("TensorBoard logs are off: the tensorboard package is not installed "
+    else:
+        warnings.warn("TensorBoard logs are off: they need the tensorboard and tensorflow packages "
                       "(pip install 'keras-fsnn[train]'); log.csv is written.", stacklevel=2)
     started = time.time()
     if first_epoch < recipe.epochs:
