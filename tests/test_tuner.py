@@ -148,7 +148,7 @@ def test_firing_rate_is_spikes_per_neuron_per_step_and_the_bound_ranks_trials():
     model = hypermodel.build(keras_tuner.HyperParameters())
     (x, y), _ = digits(64)
     block = spiking_blocks(model)[0]
-    inputs = keras.Model(model.inputs, block.input)(x)
+    inputs = block_inputs(model, block, x)
     counts = np.asarray(block.simulate(inputs, record_residuals=False, count_spikes=True)["counts"][0])
     expected = counts.sum() / (counts.size * 6)
     activity = spiking_activity(model, x, batch_size=16, synops=True)
