@@ -11,7 +11,7 @@ import pytest
 keras_tuner = pytest.importorskip("keras_tuner")
 
 from keras_fsnn import cli, datasets
-from keras_fsnn.callbacks import FiringRateLogger, spiking_blocks
+from keras_fsnn.callbacks import FiringRateLogger, block_inputs, spiking_blocks
 from keras_fsnn.metrics import spiking_activity
 from keras_fsnn.tuner import HyperAlexNetF, HyperCIFARNetF, HyperFSNN
 from keras_fsnn.tuner.search import parse_setting
