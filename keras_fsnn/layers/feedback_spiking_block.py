@@ -18,14 +18,20 @@ gradient comes from the fixed-point equation the rates converge to (Theorem 3):
 where x_bar is the (weighted) average input; see `keras_fsnn.gradients` for the backward.
 """
 
-import inspect
-
 import keras
 from keras import ops
 
 from keras_fsnn import backend, gradients, neurons, validation
 from keras_fsnn.diagnostics import BackwardReport
 from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
+from keras_fsnn.layers.stages import (
+    build_stage,
+    call_takes_training,
+    check_stage,
+    sample_norm,
+    stage_current,
+    stage_parameters,
+)
 
 INPUT_TYPES = {"static": "static", "sequence": "sequence"}
 BN_STATISTICS = {"paper": "paper", "released_code": "released_code"}
@@ -133,9 +139,9 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                 f"received forward={forward!r}."
             )
         for i, stage in enumerate(forward):
-            _check_stage(f"forward[{i}]", stage)
+            check_stage(f"forward[{i}]", stage)
         if feedback is not None:
-            _check_stage("feedback", feedback)
+            check_stage("feedback", feedback)
         elif spectral_norm is True:
             raise ValueError(
                 "Argument `spectral_norm` restricts the feedback weight, but feedback=None; "
@@ -186,7 +192,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "seed": seed,
         }
         self._stages = self.forward + ([self.feedback] if feedback is not None else [])
-        self._takes_training = [_call_takes_training(layer) for layer in self._stages]
+        self._takes_training = [call_takes_training(layer) for layer in self._stages]
         self.norm_restriction = SpectralNormRestriction(self.norm_bound) if self.spectral_norm else None
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -212,13 +218,13 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         shapes = []
         shape = frame_shape
         for i, stage in enumerate(self.forward):
-            shape = _build_stage(stage, shape, f"forward[{i}]")
+            shape = build_stage(stage, shape, f"forward[{i}]")
             shapes.append(shape)
         if self.feedback is None:
             self._stage_shapes = shapes
             feedback_shape = shapes[0]
         else:
-            feedback_shape = _build_stage(self.feedback, shapes[-1], "feedback")
+            feedback_shape = build_stage(self.feedback, shapes[-1], "feedback")
         if tuple(feedback_shape[1:]) != tuple(shapes[0][1:]):
             raise ValueError(
                 f"Argument `feedback` maps the last layer's output {tuple(shapes[-1][1:])} to "
@@ -264,11 +270,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
     def _parameters(self, training):
         """(trainable, non-trainable) values of every stage, feedback last, as float32
         tensors that autodiff tracks; the feedback kernel is replaced by its restricted value."""
-        params = [
-            ([_read_float32(v) for v in stage.trainable_variables],
-             [_read_float32(v) for v in stage.non_trainable_variables])
-            for stage in self._stages
-        ]
+        params = [stage_parameters(stage) for stage in self._stages]
         if self.norm_restriction is not None:
             trainable = params[-1][0]
             trainable[self._kernel_index] = self.norm_restriction(trainable[self._kernel_index], training=training)
@@ -287,14 +289,8 @@ class FeedbackSpikingBlock(keras.layers.Layer):
 
     def _current(self, index, params, inputs, masks, training=False):
         """Output current of stage `index` (the feedback is index N), in float32."""
-        stage = self._stages[index]
-        trainable, non_trainable = params[index]
-        kwargs = {"training": training} if self._takes_training[index] else {}
-        current, updates = stage.stateless_call(trainable, non_trainable, inputs, **kwargs)
-        current = ops.cast(current, "float32")
-        if masks:
-            current = current * masks[index]
-        return current, updates
+        return stage_current(self._stages[index], self._takes_training[index], params[index], inputs,
+                             masks[index] if masks else None, training)
 
     def _average_input(self, x):
         """x_bar: the input itself (static) or the (lambda-weighted) mean of the frames."""
@@ -361,7 +357,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             if record_residuals:
                 rate = new_counts[-1] / neuron.normaliser(t + 1)
                 mapped, _ = self.fixed_point_map(rate, x_bar, params, masks)
-                residual = ops.mean(_sample_norm(mapped - rate))
+                residual = ops.mean(sample_norm(mapped - rate))
                 residuals = residuals + residual * ops.one_hot(t, self.time_steps)
             return new_potentials, new_counts, spikes, residuals, list(plain_counts)
 
@@ -405,7 +401,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             for stage, stage_updates in zip(self.forward, updates):
                 for variable, value in zip(stage.non_trainable_variables, stage_updates):
                     variable.assign(ops.stop_gradient(value))
-            self._forward_residual.assign(ops.mean(_sample_norm(ops.stop_gradient(z) - equilibrium)))
+            self._forward_residual.assign(ops.mean(sample_norm(ops.stop_gradient(z) - equilibrium)))
         self._rates.assign(ops.stack([ops.mean(ops.stop_gradient(rate)) for rate in rates]))
         return ops.cast(output, self.compute_dtype)
 
@@ -471,43 +467,3 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         if config["feedback"] is not None:
             config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
         return cls(**config)
-
-
-def _read_float32(variable):
-    # Under a mixed-precision policy a read inside `__call__` is autocast to float16; the
-    # simulation, the fixed-point map and the adjoint solve all run in float32.
-    value = backend.read(variable)
-    return ops.cast(value, "float32") if "float" in str(value.dtype) else value
-
-
-def _sample_norm(x):
-    return ops.sqrt(ops.sum(ops.square(ops.reshape(x, (ops.shape(x)[0], -1))), axis=-1))
-
-
-def _call_takes_training(layer):
-    return "training" in inspect.signature(layer.call).parameters
-
-
-def _check_stage(name, layer):
-    if not isinstance(layer, keras.layers.Layer):
-        raise TypeError(f"Argument `{name}` must be a Keras layer; received {name}={layer!r}.")
-    inner = layer._flatten_layers(include_self=True, recursive=True)
-    for sub in inner:
-        if isinstance(sub, (keras.layers.Dropout, keras.layers.SpatialDropout2D)):
-            raise ValueError(
-                f"Argument `{name}` contains a {type(sub).__name__} layer, which would draw a new "
-                "mask at every time step; use the block's `dropout` argument (variational "
-                "dropout, one mask for all T steps) instead."
-            )
-
-
-def _build_stage(layer, input_shape, name):
-    try:
-        if not layer.built:
-            layer.build(input_shape)
-        return tuple(layer.compute_output_shape(input_shape))
-    except Exception as error:  # re-raised with the stage's name
-        raise ValueError(
-            f"Argument `{name}` ({type(layer).__name__}) cannot take an input of shape "
-            f"{tuple(input_shape)}: {error}"
-        ) from error

@@ -1,0 +1,71 @@
+"""Helpers shared by the spiking layers: each layer is built from "stages", ordinary Keras
+layers (a Dense, a Conv2D, a Sequential of conv + batch norm) that map the previous
+layer's spikes or rates to an input current, and calls them statelessly with explicit
+float32 parameters so the same stage serves the simulation, the fixed-point map and the
+adjoint solve."""
+
+import inspect
+
+import keras
+from keras import ops
+
+from keras_fsnn import backend
+
+
+def stage_current(stage, takes_training, params, inputs, mask=None, training=False):
+    """The output current of `stage` on `inputs` with parameters `params` = (trainable,
+    non-trainable), in float32, times the dropout `mask` if given; and the stage's state
+    updates (batch-norm moving statistics in training)."""
+    trainable, non_trainable = params
+    kwargs = {"training": training} if takes_training else {}
+    current, updates = stage.stateless_call(trainable, non_trainable, inputs, **kwargs)
+    current = ops.cast(current, "float32")
+    if mask is not None:
+        current = current * mask
+    return current, updates
+
+
+def stage_parameters(stage):
+    """(trainable, non-trainable) values of `stage` as float32 tensors autodiff tracks."""
+    return ([read_float32(v) for v in stage.trainable_variables],
+            [read_float32(v) for v in stage.non_trainable_variables])
+
+
+def read_float32(variable):
+    # Under a mixed-precision policy a read inside `__call__` is autocast to float16; the
+    # simulation, the fixed-point map and the adjoint solve all run in float32.
+    value = backend.read(variable)
+    return ops.cast(value, "float32") if "float" in str(value.dtype) else value
+
+
+def sample_norm(x):
+    return ops.sqrt(ops.sum(ops.square(ops.reshape(x, (ops.shape(x)[0], -1))), axis=-1))
+
+
+def call_takes_training(layer):
+    return "training" in inspect.signature(layer.call).parameters
+
+
+def check_stage(name, layer):
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(f"Argument `{name}` must be a Keras layer; received {name}={layer!r}.")
+    inner = layer._flatten_layers(include_self=True, recursive=True)
+    for sub in inner:
+        if isinstance(sub, (keras.layers.Dropout, keras.layers.SpatialDropout2D)):
+            raise ValueError(
+                f"Argument `{name}` contains a {type(sub).__name__} layer, which would draw a new "
+                "mask at every time step; use the block's `dropout` argument (variational "
+                "dropout, one mask for all T steps) instead."
+            )
+
+
+def build_stage(layer, input_shape, name):
+    try:
+        if not layer.built:
+            layer.build(input_shape)
+        return tuple(layer.compute_output_shape(input_shape))
+    except Exception as error:  # re-raised with the stage's name
+        raise ValueError(
+            f"Argument `{name}` ({type(layer).__name__}) cannot take an input of shape "
+            f"{tuple(input_shape)}: {error}"
+        ) from error
