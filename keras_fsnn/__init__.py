@@ -16,12 +16,13 @@ from keras_fsnn import (
     solvers,
     training,
 )
-from keras_fsnn.layers import FeedbackSpikingBlock, SpectralNormRestriction
+from keras_fsnn.layers import FeedbackSpikingBlock, ImplicitStreams, SpectralNormRestriction
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FeedbackSpikingBlock",
+    "ImplicitStreams",
     "SpectralNormRestriction",
     "backend",
     "callbacks",

@@ -96,16 +96,42 @@ class BackpropagationThroughTime:
         self.spike = surrogates.get_surrogate(surrogate, width)
 
 
-GRADIENTS = {"ide": ImplicitDifferentiation, "bptt": BackpropagationThroughTime}
+class OneStepGradient:
+    """The Jacobian-free ("one-step") gradient: the incoming gradient g = dL/da[T] is sent
+    through z = f(a[T]) unchanged, i.e. (I - J_f^T)^{-1} is replaced by I and
+    dL/dtheta = (df/dtheta)^T g. No solve, so a backward costs one pass through f; it is
+    exact only where J_f = 0 (a feed-forward block). It is what the released MPIS code
+    effectively trains with (seed-code.md §4.4) and what paper 003's reported speed
+    matches; offered as a documented switch, not as the default.
+    """
+
+    name = "one_step"
+    through_time = False
+
+    def attach(self, fixed_point_map, z, equilibrium, operands, report=None):
+        @ops.custom_gradient
+        def passthrough(z, a):
+            def grad(*args, upstream=None):
+                g = args[0] if upstream is None else upstream
+                return g, ops.zeros_like(a)
+
+            return a + ops.zeros_like(z), grad
+
+        return passthrough(z, equilibrium)
+
+
+GRADIENTS = {"ide": ImplicitDifferentiation, "bptt": BackpropagationThroughTime, "one_step": OneStepGradient}
 
 
 def get_gradient(name, solver="broyden", solver_steps=30, solver_tol=1e-5, surrogate=None, surrogate_width=1.0):
-    """Build a backward mode by name ("ide" | "bptt") from the block's arguments."""
+    """Build a backward mode by name ("ide" | "bptt" | "one_step") from the block's arguments."""
     mode = validation.choose("gradient", name, GRADIENTS)
-    if mode is ImplicitDifferentiation:
+    if mode is not BackpropagationThroughTime:
         if surrogate is not None:
             raise ValueError(
                 f"Argument `surrogate` applies to gradient='bptt' only; received surrogate={surrogate!r} "
                 f"with gradient={name!r} (IDE never differentiates the spike function).")
+        if mode is OneStepGradient:
+            return OneStepGradient()
         return ImplicitDifferentiation(solver=solver, steps=solver_steps, tol=solver_tol)
     return BackpropagationThroughTime(surrogate or "rectangular", surrogate_width)

@@ -72,9 +72,10 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         spectral_norm: restrict the feedback kernel to W = clip(alpha, -c, c) W / ||W||_2
             (paper 000 F.1). Needs a feedback layer with a `kernel`.
         norm_bound: c, the bound of the restriction (paper: 1).
-        gradient: the backward mode: "ide" (implicit differentiation) or "bptt"
+        gradient: the backward mode: "ide" (implicit differentiation), "bptt"
             (backpropagation through the unrolled simulation with a surrogate spike
-            derivative: the baseline, memory grows with T).
+            derivative: the baseline, memory grows with T) or "one_step" (the
+            Jacobian-free gradient through f once; see keras_fsnn.gradients).
         surrogate: for gradient="bptt": "rectangular" (STBP, default), "triangle" or
             "sigmoid" (see keras_fsnn.surrogates); surrogate_width: its width a.
         input_type: "static" (an image: the same input current at every step) or
