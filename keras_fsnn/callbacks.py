@@ -14,6 +14,14 @@ def spiking_blocks(model):
             if isinstance(layer, FeedbackSpikingBlock)]
 
 
+def spiking_layers(model):
+    """Every spiking layer inside `model`: FeedbackSpikingBlocks and ImplicitStreams."""
+    from keras_fsnn.layers import FeedbackSpikingBlock, ImplicitStreams
+
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, (FeedbackSpikingBlock, ImplicitStreams))]
+
+
 def block_inputs(model, block, x):
     """What `block` receives inside the functional `model` when the model is given `x`."""
     inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs

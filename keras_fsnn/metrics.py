@@ -4,7 +4,9 @@ The average firing rate of a model is the number of spikes its spiking neurons e
 neuron and per time step, over every neuron of every FeedbackSpikingBlock (paper 000
 Table 5 reports it per layer):
 
-    rate = sum_blocks sum_layers spikes / (sum_blocks sum_layers neurons * T).
+    rate = sum_blocks sum_layers spikes / (sum_blocks sum_layers neurons * T),
+
+over the FeedbackSpikingBlocks and ImplicitStreams layers (every stream's layers).
 
 It is a plain spike count (unweighted, also for LIF), measured by simulating the blocks
 in inference mode. SynOps (spikes times fan-out, see `keras_fsnn.energy`) are per sample.
@@ -18,7 +20,7 @@ History, CSVLogger, TensorBoard and keras-tuner objectives find them.
 import numpy as np
 from keras import ops
 
-from keras_fsnn.callbacks import block_inputs, spiking_blocks
+from keras_fsnn.callbacks import block_inputs, spiking_layers
 
 
 def spiking_activity(model, x, batch_size=256, synops=False):
@@ -30,9 +32,13 @@ def spiking_activity(model, x, batch_size=256, synops=False):
     """
     from keras_fsnn.energy import synaptic_operations
 
-    blocks = spiking_blocks(model)
+    from keras_fsnn.layers import ImplicitStreams
+
+    blocks = spiking_layers(model)
     if not blocks:
-        raise ValueError(f"Model '{model.name}' has no FeedbackSpikingBlock, so it has no firing rate.")
+        raise ValueError(f"Model '{model.name}' has no spiking layer, so it has no firing rate.")
+    if synops and any(isinstance(b, ImplicitStreams) for b in blocks):
+        raise ValueError("synops=True is implemented for FeedbackSpikingBlock only, not for ImplicitStreams.")
     x = np.asarray(x)
     spikes = {}  # (block index, layer index) -> total spike count
     neurons = {}

@@ -102,6 +102,9 @@ def test_every_stream_converges_and_first_step_rates_are_the_released_codes():
         assert stream[-1] < stream[9]
     rates = [ops.convert_to_numpy(r) for stream in sim["rates"] for r in stream]
     assert all(0 <= r.min() and r.max() <= 1 for r in rates) and np.mean(rates[-1]) > 0.01
+    counts = layer.simulate(x, record_residuals=False, count_spikes=True)["counts"]
+    for rate, count in zip(rates, counts):  # IF: the rate is the spike count over T
+        np.testing.assert_allclose(rate, ops.convert_to_numpy(count) / 60, atol=1e-6)
 
     # rates="first_step": the first step's spikes over the LIF normaliser of T.
     released = two_streams(time_steps=10, neuron="lif", leak=0.9, rates="first_step")

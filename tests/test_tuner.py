@@ -11,9 +11,9 @@ import pytest
 keras_tuner = pytest.importorskip("keras_tuner")
 
 from keras_fsnn import cli, datasets
-from keras_fsnn.callbacks import FiringRateLogger, block_inputs, spiking_blocks
+from keras_fsnn.callbacks import FiringRateLogger, block_inputs, spiking_blocks, spiking_layers
 from keras_fsnn.metrics import spiking_activity
-from keras_fsnn.tuner import HyperAlexNetF, HyperCIFARNetF, HyperFSNN
+from keras_fsnn.tuner import HyperAlexNetF, HyperCIFARNetF, HyperFSNN, HyperMPIS
 from keras_fsnn.tuner.search import parse_setting
 
 FAST = {"time_steps": (4, 8, 2), "solver_steps": (5, 15, 5)}
@@ -25,6 +25,7 @@ def hypermodels():
         "conv": HyperFSNN((8, 8, 1), 10, layer="conv", search_space={**FAST, "filters": (4, 12, 4)}),
         "alexnet_f": HyperAlexNetF((8, 8, 3), 10, search_space={**FAST, "width": [1 / 32, 1 / 16]}),
         "cifarnet_f": HyperCIFARNetF((8, 8, 3), 100, search_space={**FAST, "width": [1 / 32, 1 / 16]}),
+        "mpis": HyperMPIS((8, 8, 1), 10, search_space={**FAST, "width": [0.25, 0.5]}),
     }
 
 
@@ -39,7 +40,7 @@ def random_hp(hypermodel, seed):
     return hp
 
 
-@pytest.mark.parametrize("family", ["dense", "conv", "alexnet_f", "cifarnet_f"])
+@pytest.mark.parametrize("family", ["dense", "conv", "alexnet_f", "cifarnet_f", "mpis"])
 def test_hypermodel_builds_trainable_models_for_random_samples(family):
     hypermodel = hypermodels()[family]
     shape = hypermodel.input_shape
@@ -50,12 +51,15 @@ def test_hypermodel_builds_trainable_models_for_random_samples(family):
     for seed in range(3):
         hp = random_hp(hypermodel, seed)
         model = hypermodel.build(hp)
-        block = spiking_blocks(model)[0]
+        block = spiking_layers(model)[0]
         values = hp.values
         assert block.time_steps == values["time_steps"]
         assert block.neuron.name == values["neuron"]
         assert block.neuron.threshold == pytest.approx(values["threshold"])
-        assert block.norm_bound == pytest.approx(values["norm_bound"])
+        if "norm_bound" in values:  # MPIS has no spectral-norm restriction
+            assert block.norm_bound == pytest.approx(values["norm_bound"])
+        else:
+            assert block.num_streams == values["num_streams"]
         assert block.dropout == pytest.approx(values["dropout"])
         if values["neuron"] == "lif":
             assert block.neuron.leak == pytest.approx(values["leak"])
@@ -193,6 +197,10 @@ def test_bad_hypermodel_arguments_raise():
         HyperFSNN((8, 8), 10, layer="conv")
     with pytest.raises(ValueError, match="rate_bound"):
         HyperFSNN((8, 8, 1), 10, rate_bound=1.5)
+    with pytest.raises(ValueError, match="synops"):
+        HyperMPIS((8, 8, 1), 10, synops=True)
+    with pytest.raises(ValueError, match=r"search_space\['num_streams'\]"):
+        HyperMPIS((8, 8, 1), 10, search_space={"num_streams": 4})
 
 
 def test_parse_setting():

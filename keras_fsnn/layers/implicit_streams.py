@@ -287,9 +287,10 @@ class ImplicitStreams(keras.layers.Layer):
             updates[id(self.inject[i])] = stage_updates
         return self._join([stream[-1] for stream in activity]), updates
 
-    def _simulate(self, x, params, masks, record_residuals=False):
+    def _simulate(self, x, params, masks, record_residuals=False, count_spikes=False):
         """T joint steps; per-layer rates of every stream (list of lists) and, if asked,
-        each stream's residual ||f(a[t])_i - a_i[t]|| (mean over the batch), t = 1..T."""
+        each stream's residual ||f(a[t])_i - a_i[t]|| (mean over the batch), t = 1..T,
+        or (`count_spikes`) the plain spike counts of every layer instead."""
         neuron = self.neuron
         batch = ops.shape(x)[0]
         firsts = [self._current(self.inject[i], params, inp, masks)[0] for i, inp in enumerate(self._inputs(x))]
@@ -297,7 +298,7 @@ class ImplicitStreams(keras.layers.Layer):
         first_step = self.rates == "first_step"
 
         def body(t, state):
-            potentials, counts, last, residuals = state
+            potentials, counts, last, residuals, plain = state
             new_potentials = [list(p) for p in potentials]
 
             def activate(i, j, current):
@@ -317,12 +318,15 @@ class ImplicitStreams(keras.layers.Layer):
                 difference = self._split(mapped - rate)
                 step = ops.stack([ops.mean(sample_norm(d)) for d in difference])
                 residuals = residuals + ops.expand_dims(step, 1) * ops.one_hot(t, self.time_steps)[None, :]
-            return new_potentials, new_counts, [s[-1] for s in spikes], residuals
+            if count_spikes:
+                plain = [[c + s for c, s in zip(cs, ss)] for cs, ss in zip(plain, spikes)]
+            return new_potentials, new_counts, [s[-1] for s in spikes], residuals, plain
 
-        state = (zeros, zeros, [z[-1] for z in zeros], ops.zeros((self.num_streams, self.time_steps), "float32"))
-        _, counts, _, residuals = backend.time_loop(self.time_steps, body, state)
+        state = (zeros, zeros, [z[-1] for z in zeros], ops.zeros((self.num_streams, self.time_steps), "float32"),
+                 zeros if count_spikes else [])
+        _, counts, _, residuals, plain = backend.time_loop(self.time_steps, body, state)
         scale = neuron.normaliser(self.time_steps)
-        return [[c / scale for c in stream] for stream in counts], residuals
+        return [[c / scale for c in stream] for stream in counts], (plain if count_spikes else residuals)
 
     # ------------------------------------------------------------------ call
 
@@ -356,17 +360,23 @@ class ImplicitStreams(keras.layers.Layer):
 
     # ------------------------------------------------------------------ user API
 
-    def simulate(self, inputs, record_residuals=True):
+    def simulate(self, inputs, record_residuals=True, count_spikes=False):
         """The joint simulation alone (inference mode): {"rates": per stream, per layer,
-        "residuals": (N, T), stream i's ||f(a[t])_i - a_i[t]|| averaged over the batch}."""
+        "residuals": (N, T), stream i's ||f(a[t])_i - a_i[t]|| averaged over the batch};
+        with `count_spikes`, "counts": every layer's spike counts over T steps, stream after
+        stream (one flat list)."""
         x = ops.cast(inputs, "float32")
         if not self.built:
             self.build(x.shape)
         params = keras.tree.map_structure(ops.stop_gradient, [stage_parameters(layer) for layer in self._all])
-        rates, residuals = self._simulate(x, params, [], record_residuals)
-        out = {"rates": rates}
-        if record_residuals:
-            out["residuals"] = residuals
+        out = {}
+        if count_spikes:
+            out["rates"], counts = self._simulate(x, params, [], count_spikes=True)
+            out["counts"] = [c for stream in counts for c in stream]
+        if record_residuals or not count_spikes:
+            out["rates"], residuals = self._simulate(x, params, [], record_residuals)
+            if record_residuals:
+                out["residuals"] = residuals
         return out
 
     def diagnostics(self):

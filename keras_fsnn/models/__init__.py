@@ -10,6 +10,7 @@ from keras_fsnn.models.feedback_networks import (
     fsnn_mnist,
     fsnn_nmnist,
 )
+from keras_fsnn.models.implicit_stream_networks import mpis_network
 
 __all__ = [
     "ARCHITECTURES",
@@ -22,4 +23,5 @@ __all__ = [
     "fsnn_fmnist",
     "fsnn_mnist",
     "fsnn_nmnist",
+    "mpis_network",
 ]

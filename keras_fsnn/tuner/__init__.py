@@ -23,9 +23,10 @@ from keras_fsnn.tuner.hypermodels import (
     HyperAlexNetF,
     HyperCIFARNetF,
     HyperFSNN,
+    HyperMPIS,
     HyperMultilayerFSNN,
 )
 from keras_fsnn.tuner.search_space import COMMON, WIDTHS, Dimension, SearchSpace
 
 __all__ = ["COMMON", "WIDTHS", "Dimension", "FSNNHyperModel", "HyperAlexNetF", "HyperCIFARNetF", "HyperFSNN",
-           "HyperMultilayerFSNN", "SearchSpace"]
+           "HyperMPIS", "HyperMultilayerFSNN", "SearchSpace"]

@@ -27,6 +27,7 @@ import keras_tuner
 from keras_fsnn import validation
 from keras_fsnn.callbacks import FiringRateLogger
 from keras_fsnn.models import feedback_networks as networks
+from keras_fsnn.models.implicit_stream_networks import mpis_network
 from keras_fsnn.training.optimizers import CoupledSGD
 from keras_fsnn.tuner.search_space import COMMON, WIDTHS, SearchSpace
 
@@ -183,6 +184,35 @@ class HyperCIFARNetF(HyperMultilayerFSNN):
 
     channels = networks.CIFARNET_F_CHANNELS
     family = "hyper_cifarnet_f"
+
+
+class HyperMPIS(FSNNHyperModel):
+    """Multi-parallel implicit stream networks (paper 003) built by
+    `keras_fsnn.models.mpis_network`: the base plan `channels` / `strides` (default: the
+    Fashion-MNIST 16C3-32C3-48C3 of paper 003 Table 1) with the `width` multiplier, 1-2
+    streams, the fusion layer and the gradient (implicit or one-step) as hyperparameters,
+    besides the shared ones (MPIS has no spectral-norm bound)."""
+
+    def __init__(self, input_shape, num_classes, channels=(16, 32, 48), strides=(1, 2, 1), normalization=None,
+                 **kwargs):
+        self.input_shape = _shape("input_shape", input_shape, 3)
+        self.num_classes = validation.integer("num_classes", num_classes, minimum=2)
+        self.channels, self.strides, self.normalization = tuple(channels), tuple(strides), normalization
+        if kwargs.get("synops"):
+            raise ValueError("Argument `synops` is not available for HyperMPIS: SynOps are counted for "
+                             "FeedbackSpikingBlock only; received synops=True.")
+        dimensions = {k: v for k, v in COMMON.items() if k != "norm_bound"}
+        super().__init__({**dimensions, **WIDTHS["mpis"]}, **kwargs)
+
+    def build_network(self, values, seed):
+        channels = [max(1, round(c * values["width"])) for c in self.channels]
+        fusion = min(values["fusion_layer"], len(channels) - 1)
+        return mpis_network(
+            self.input_shape, self.num_classes, channels, self.strides, num_streams=values["num_streams"],
+            fusion_layer=fusion, normalization=self.normalization, name="hyper_mpis",
+            time_steps=values["time_steps"], neuron=values["neuron"], leak=values["leak"],
+            threshold=values["threshold"], dropout=values["dropout"], solver=values["solver"],
+            solver_steps=values["solver_steps"], gradient=values["gradient"], seed=seed)
 
 
 def _shape(argument, shape, min_rank):

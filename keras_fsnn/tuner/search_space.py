@@ -72,6 +72,14 @@ WIDTHS = {
     },
     "multilayer": {"width": Dimension("choice", [0.25, 0.5, 1.0], low=0.0, low_open=True,
                                       help="multiplier of the five layers' channels")},
+    "mpis": {
+        "width": Dimension("choice", [0.5, 1.0, 2.0], low=0.0, low_open=True,
+                           help="multiplier of every stream's channels"),
+        "num_streams": Dimension("choice", [1, 2], choices=(1, 2, 3), help="parallel implicit streams"),
+        "fusion_layer": Dimension("choice", [1, 2], choices=(1, 2), help="layer after which streams fuse"),
+        "gradient": Dimension("choice", ["ide", "one_step"], choices=("ide", "one_step"),
+                              help="implicit or one-step (Jacobian-free) gradient"),
+    },
 }
 
 
