@@ -13,9 +13,13 @@ own process, so each starts from a fresh allocator. Measured:
 On a GPU (JAX) the XLA figure is the device's temporary memory for the step.
 
 Gradients: "ide" (Broyden, the default), "ide_fp" (IDE with the fixed-point solver) and
-"bptt". Models: "conv", a reduced AlexNet-F-like FSNN sized for a 2-core CPU (32x32x3 input,
-32C3s-64C3-64C3s-64C3-64C3, F32C3u feedback, batch 16); "f400", the paper's Fashion-MNIST
-model (784-400 with a 400-400 feedback, batch 128). Targets: IDE T=300 / T=10 <= 1.10;
+"bptt" ("one_step" too for mpis). Models: "conv", a reduced AlexNet-F-like FSNN sized for a
+2-core CPU (32x32x3 input, 32C3s-64C3-64C3s-64C3-64C3, F32C3u feedback, batch 16); "f400",
+the paper's Fashion-MNIST model (784-400 with a 400-400 feedback, batch 128); "mpis", the
+two-stream Fashion-MNIST MPIS network 16C3-32C3-48C3 (`keras_fsnn.models.mpis_network`,
+batch 128; IDE modes and one_step, no BPTT).
+
+    python benchmarks/memory_vs_T.py --models f400 mpis --gradients ide one_step --time-steps 30 100 Targets: IDE T=300 / T=10 <= 1.10;
 IDE / BPTT at T = 100 <= 0.15.
 """
 
@@ -38,6 +42,10 @@ def build(model_name, time_steps, gradient):
     import keras_fsnn
 
     options = {"gradient": "ide", "solver": "fixed_point"} if gradient == "ide_fp" else {"gradient": gradient}
+    if model_name == "mpis":  # paper 003 Table 1's Fashion-MNIST MPIS: 16C3-32C3-48C3, two streams
+        model = keras_fsnn.models.mpis_network((28, 28, 1), 10, (16, 32, 48), (1, 2, 1), num_streams=2,
+                                               time_steps=time_steps, neuron="lif", leak=0.95, dropout=0.2, **options)
+        return model, 128, (28, 28, 1)
 
     def conv(filters, strides=1):
         return keras.Sequential([keras.layers.Conv2D(filters, 3, strides=strides, padding="same"),
@@ -109,8 +117,9 @@ def run(model_name, gradient, time_steps, steps):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["conv", "f400"], choices=["conv", "f400"])
-    parser.add_argument("--gradients", nargs="+", default=["ide", "ide_fp", "bptt"], choices=["ide", "ide_fp", "bptt"])
+    parser.add_argument("--models", nargs="+", default=["conv", "f400"], choices=["conv", "f400", "mpis"])
+    parser.add_argument("--gradients", nargs="+", default=["ide", "ide_fp", "bptt"],
+                        choices=["ide", "ide_fp", "bptt", "one_step"])
     parser.add_argument("--time-steps", type=int, nargs="+", default=[10, 30, 100, 300])
     parser.add_argument("--steps", type=int, default=3, help="training steps per configuration")
     parser.add_argument("--plot", default=os.path.join(RESULTS, "memory_vs_T.png"))
@@ -163,7 +172,7 @@ def plot(rows, path):
     models = sorted({r["model"] for r in rows})
     figure, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for axis, model in zip(axes[0], models):
-        for gradient, style in (("ide", "o-"), ("ide_fp", "^-"), ("bptt", "s--")):
+        for gradient, style in (("ide", "o-"), ("ide_fp", "^-"), ("bptt", "s--"), ("one_step", "d:")):
             points = sorted((r["time_steps"], r["peak_bytes"] / 2**20) for r in rows if r["model"] == model and r["gradient"] == gradient)
             if points:
                 axis.plot(*zip(*points), style, label=gradient.upper())

@@ -4,6 +4,7 @@ XLA, where the time goes, and the forward simulation's FLOP/s against the machin
     python benchmarks/step_time.py                       # all models and modes (~10 min on 2 cores)
     python benchmarks/step_time.py --models f400 --repeats 20
     python benchmarks/step_time.py --backends tensorflow jax --models f400 conv   # backend column + ratio
+    python benchmarks/step_time.py --models f400 mpis --time-steps 30            # MPIS vs IDE F400
 
 Everything is measured in one process, side by side (machines here are noisy; compare
 the ratios). Models:
@@ -12,7 +13,9 @@ the ratios). Models:
   * alexnet_f: the paper's AlexNet-F (CIFAR-10), batch 32, T = 30 (PyTorch: 3.55 s; target
     1.77 s);
   * conv: the reduced AlexNet-F-like FSNN of memory_vs_T, batch 16, T = 30 (all gradient
-    modes and execution modes).
+    modes and execution modes);
+  * mpis: the two-stream Fashion-MNIST MPIS network of memory_vs_T, batch 128, T = 30 (IDE
+    and one-step gradient; an epoch is 469 such steps).
 Columns: median seconds per `train_on_batch` step and images/s; "simulation" is the
 median of the compiled no-gradient T-step simulation alone, "rest" = step - simulation
 (the differentiable f pass, the adjoint solve or BPTT's backward, the optimiser); FLOP/s
@@ -50,6 +53,9 @@ def model_for(name, gradient, solver, time_steps):
     kwargs = dict(gradient=gradient, time_steps=time_steps)
     if gradient == "ide":
         kwargs["solver"] = solver
+    if name == "mpis":
+        return keras_fsnn.models.mpis_network((28, 28, 1), 10, (16, 32, 48), (1, 2, 1), num_streams=2, neuron="lif",
+                                              leak=0.95, dropout=0.2, **kwargs), 128, (28, 28, 1)
     if name == "f400":
         return keras_fsnn.models.fsnn_fmnist(**kwargs), 128, (28, 28, 1)
     if name == "alexnet_f":
@@ -102,9 +108,9 @@ def measure(name, gradient, solver, mode, time_steps, repeats):
     x = rng.uniform(0, 1, (batch,) + shape).astype("float32")
     y = rng.integers(0, 10, batch)
     step = median_seconds(lambda: model.train_on_batch(x, y), repeats, warmup=2)
-    row = {"model": name, "gradient": gradient if gradient == "bptt" else f"ide/{solver}", "mode": mode,
+    row = {"model": name, "gradient": f"ide/{solver}" if gradient == "ide" else gradient, "mode": mode,
            "T": time_steps, "batch": batch, "step": step, "images_per_s": batch / step}
-    if mode == "xla":
+    if mode == "xla" and keras_fsnn.callbacks.spiking_blocks(model):
         block = keras_fsnn.callbacks.spiking_blocks(model)[0]
         inputs = keras_fsnn.callbacks.block_inputs(model, block, x)
         params = keras.tree.map_structure(ops.stop_gradient, block._parameters(False))
@@ -118,6 +124,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["f400", "conv", "alexnet_f"])
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--time-steps", type=int, help="T for every model (default: f400 5, the others 30)")
     parser.add_argument("--backends", nargs="+", choices=["tensorflow", "jax"],
                         help="run once per backend and compare (default: the active backend only)")
     parser.add_argument("--json", help=argparse.SUPPRESS)  # where a per-backend child writes its rows
@@ -129,8 +136,10 @@ def main(argv=None):
     print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
     plan = []
     for name in args.models:
-        t = 5 if name == "f400" else 30
-        if name == "conv":
+        t = args.time_steps or (5 if name == "f400" else 30)
+        if name == "mpis":
+            plan += [(name, "ide", "broyden", "xla", t), (name, "one_step", None, "xla", t)]
+        elif name == "conv":
             plan += [(name, g, s, m, t) for g, s in (("ide", "broyden"), ("ide", "fixed_point"), ("bptt", None))
                      for m in ("eager", "graph", "xla")]
         else:
@@ -169,6 +178,8 @@ def compare_backends(args):
             path = os.path.join(folder, "rows.json")
             command = [sys.executable, os.path.abspath(__file__), "--models", *args.models,
                        "--repeats", str(args.repeats), "--json", path]
+            if args.time_steps:
+                command += ["--time-steps", str(args.time_steps)]
             subprocess.run(command, env=dict(os.environ, KERAS_BACKEND=backend), check=True)
             with open(path) as f:
                 results[backend] = json.load(f)
