@@ -44,6 +44,14 @@ def build_model(name, **model_overrides):
     return ARCHITECTURES[recipe.architecture](name=name, **kwargs)
 
 
+def auto_jit_compile(model):
+    """XLA, except for convolutional models on TensorFlow: on the CPU, TensorFlow's graph
+    mode trains them 2-3x faster than XLA (benchmarks/step_time.py, docs/benchmarks.md)."""
+    convolutions = (keras.layers.Conv2D, keras.layers.Conv2DTranspose)
+    has_conv = any(isinstance(layer, convolutions) for layer in model._flatten_layers(include_self=False, recursive=True))
+    return keras.backend.backend() != "tensorflow" or not has_conv
+
+
 def compile_model(model, recipe, steps_per_epoch, jit_compile=True):
     schedule = WarmupMultiStep(recipe.learning_rate, steps_per_epoch, recipe.milestones, 0.1, recipe.warmup_steps)
     model.compile(
@@ -151,8 +159,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     if "milestones" in recipe_overrides:
         recipe_overrides["milestones"] = tuple(recipe_overrides["milestones"])
     recipe = dataclasses.replace(get_recipe(settings["name"]), **recipe_overrides)
-    if jit_compile == "auto":
-        jit_compile = keras.backend.backend() != "tensorflow" or recipe.architecture == "fsnn_fmnist"
     info = datasets.DATASETS[recipe.dataset]
     x_train, y_train = datasets.load_arrays(recipe.dataset, "train", settings["data_dir"])
     x_test, y_test = datasets.load_arrays(recipe.dataset, "test", settings["data_dir"])
@@ -167,10 +173,15 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         import keras_fsnn  # noqa: F401  (registers the layers)
 
         model = keras.saving.load_model(os.path.join(output_dir, "checkpoint.keras"))
-        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=jit_compile)
     else:
         keras.utils.set_random_seed(settings["seed"])
-        model = compile_model(build_model(settings["name"], **settings["model_overrides"]), recipe, steps_per_epoch, jit_compile)
+        model = build_model(settings["name"], **settings["model_overrides"])
+    if jit_compile == "auto":
+        jit_compile = auto_jit_compile(model)
+    if first_epoch:
+        model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=jit_compile)
+    else:
+        model = compile_model(model, recipe, steps_per_epoch, jit_compile)
 
     if settings["pipeline"] == "numpy":
         train_data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first_epoch, info.augment)

@@ -28,6 +28,7 @@ from keras_fsnn import validation
 from keras_fsnn.callbacks import FiringRateLogger
 from keras_fsnn.models import feedback_networks as networks
 from keras_fsnn.models.implicit_stream_networks import mpis_network
+from keras_fsnn.training import auto_jit_compile
 from keras_fsnn.training.optimizers import CoupledSGD
 from keras_fsnn.tuner.search_space import COMMON, WIDTHS, SearchSpace
 
@@ -82,11 +83,7 @@ class FSNNHyperModel(keras_tuner.HyperModel):
         seed = self.trial_seed(values)
         keras.utils.set_random_seed(seed)
         model = self.build_network(values, seed)
-        jit = self.jit_compile
-        if jit == "auto":
-            has_conv = any(isinstance(layer, keras.layers.Conv2D)
-                           for layer in model._flatten_layers(include_self=False, recursive=True))
-            jit = keras.backend.backend() != "tensorflow" or not has_conv
+        jit = auto_jit_compile(model) if self.jit_compile == "auto" else self.jit_compile
         model.compile(
             optimizer=CoupledSGD(values["learning_rate"], momentum=0.9, coupled_weight_decay=self.weight_decay),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
