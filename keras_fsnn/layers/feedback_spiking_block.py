@@ -28,6 +28,7 @@ from keras_fsnn.layers.stages import (
     build_stage,
     call_takes_training,
     check_stage,
+    diagnostic_variable,
     sample_norm,
     stage_current,
     stage_parameters,
@@ -248,18 +249,10 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             self.norm_restriction.initialize_from(ops.convert_to_numpy(kernel))
 
         n = len(self.forward)
-        self._rates = self._diagnostic("firing_rates", (n,))
-        self._forward_residual = self._diagnostic("forward_residual")
+        self._rates = diagnostic_variable(self, "firing_rates", (n,))
+        self._forward_residual = diagnostic_variable(self, "forward_residual")
         self._backward_report = BackwardReport(
-            self._diagnostic("backward_residual"),
-            self._diagnostic("backward_iterations"),
-            self._diagnostic("backward_failed"),
-        )
-
-    def _diagnostic(self, name, shape=()):
-        # Averaged over replicas under a distribution strategy (each replica sees its part
-        # of the batch); a failure flag stays non-zero if any replica failed.
-        return self.add_weight(shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name)
+            *[diagnostic_variable(self, name) for name in ("backward_residual", "backward_iterations", "backward_failed")])
 
     def compute_output_shape(self, input_shape):
         if not self.built:

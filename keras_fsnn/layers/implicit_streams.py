@@ -42,6 +42,7 @@ from keras_fsnn.layers.stages import (
     build_stage,
     call_takes_training,
     check_stage,
+    diagnostic_variable,
     sample_norm,
     stage_current,
     stage_parameters,
@@ -183,13 +184,10 @@ class ImplicitStreams(keras.layers.Layer):
                     raise ValueError(f"Argument `{name}[{i}]` maps {tuple(source[1:])} to {tuple(out[1:])}; the "
                                      f"stream it feeds has shape {tuple(target[1:])} at layer {self.fusion_layer}.")
         self._sizes = [math.prod(shapes[-1][1:]) for shapes in self._layer_shapes]
-        self._rates_variable = self.add_weight(shape=(sum(len(s) for s in self._layer_shapes),), initializer="zeros",
-                                               trainable=False, aggregation="mean", name="firing_rates")
-        self._forward_residual = self.add_weight(shape=(), initializer="zeros", trainable=False, aggregation="mean",
-                                                 name="forward_residual")
-        self._backward_report = BackwardReport(*[
-            self.add_weight(shape=(), initializer="zeros", trainable=False, aggregation="mean", name=name)
-            for name in ("backward_residual", "backward_iterations", "backward_failed")])
+        self._rates_variable = diagnostic_variable(self, "firing_rates", (sum(len(s) for s in self._layer_shapes),))
+        self._forward_residual = diagnostic_variable(self, "forward_residual")
+        self._backward_report = BackwardReport(
+            *[diagnostic_variable(self, name) for name in ("backward_residual", "backward_iterations", "backward_failed")])
 
     def compute_output_shape(self, input_shape):
         if not self.built:

@@ -31,6 +31,13 @@ def stage_parameters(stage):
             [read_float32(v) for v in stage.non_trainable_variables])
 
 
+def diagnostic_variable(layer, name, shape=()):
+    """A non-trainable float32 variable of `layer` that records what a user watches (firing
+    rates, residuals). Averaged over replicas under a distribution strategy (each replica
+    sees its part of the batch); a failure flag stays non-zero if any replica failed."""
+    return layer.add_weight(shape=shape, initializer="zeros", trainable=False, aggregation="mean", name=name)
+
+
 def read_float32(variable):
     # Under a mixed-precision policy a read inside `__call__` is autocast to float16; the
     # simulation, the fixed-point map and the adjoint solve all run in float32.
