@@ -16,14 +16,22 @@ from keras_fsnn import (
     solvers,
     training,
 )
-from keras_fsnn.layers import FeedbackSpikingBlock, ImplicitStreams, SpectralNormRestriction
+from keras_fsnn.layers import (
+    FeedbackSpikingBlock,
+    FrobeniusNormRestriction,
+    ImplicitStreams,
+    SpectralNormRestriction,
+    TernaryCouple,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "FeedbackSpikingBlock",
+    "FrobeniusNormRestriction",
     "ImplicitStreams",
     "SpectralNormRestriction",
+    "TernaryCouple",
     "backend",
     "callbacks",
     "datasets",

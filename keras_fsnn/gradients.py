@@ -10,7 +10,7 @@ with `through_time = True` (the BPTT baseline) instead differentiates the simula
 import keras
 from keras import ops
 
-from keras_fsnn import backend, solvers, surrogates, validation
+from keras_fsnn import backend, neurons, solvers, surrogates, validation
 
 
 class ImplicitDifferentiation:
@@ -120,12 +120,173 @@ class OneStepGradient:
         return passthrough(z, equilibrium)
 
 
-GRADIENTS = {"ide": ImplicitDifferentiation, "bptt": BackpropagationThroughTime, "one_step": OneStepGradient}
+class SpikeBasedImplicitDifferentiation:
+    """SPIDE: the adjoint equation solved by spiking dynamics (paper 002 §4.2, eq. 7-11,
+    Algorithm 2), so the backward pass is event-driven too.
+
+    After the forward stage (T_F steps) the block keeps each layer's rate a^l, the masks
+    m^l = [0 < a^l < 1] and the average input. The backward stage runs T_B steps of ternary
+    neurons (`keras_fsnn.neurons.TernaryNeuron`, V_th^b, u_rest^b) along the transposed
+    connections, with rho = 1 / (V_th - u_rest) of the forward neurons:
+
+        u^N[t+1] = u^N[t] + s g + rho W^1T (D_f . m^1 . s^1[t])  - (V_b - u_b) s^N[t+1]
+        u^l[t+1] = u^l[t] + rho F^{l+1}T (D^{l+1} . m^{l+1} . s^{l+1}[t+1]) - (V_b - u_b) s^l[t+1]
+
+    where g = dL/da^N arrives from the layers above, s is the gain `scale` (the paper's loss
+    scale, undone on the result), D are the dropout masks and each spike carries the value
+    +-(V_b - u_b). The time-averaged spikes beta^l converge to the implicit-differentiation
+    solution: beta^N -> (I - J_f^T)^{-1} s g and beta^l to its image in layer l
+    (Theorems 1-2). The weight gradients are local products of the two stages' rates,
+
+        dL/dF^l = rho (m^l . beta^l) a^{l-1}T / s,   dL/db^l = rho m^l . beta^l / s,
+        dL/dW^1 = rho (m^1 . beta^1) a^NT / s        (a^0 = the average input),
+
+    computed here by sending rho m^l beta^l / s into each stage's current F^l(a^{l-1}) as its
+    gradient, which works for any linear stage (dense, conv, conv-transpose, pooling). As in
+    the paper (Algorithm 2) and the released code, the dropout mask takes part in the
+    propagation but not in the weight gradient. The transposed connections are the
+    stages' vector-Jacobian products, exact for these linear stages.
+
+    Args:
+        time_steps: T_B >= 1, backward steps (paper: 100 MNIST, 250 CIFAR).
+        threshold: V_th^b > 0 (paper: 0.5).
+        resting_potential: u_rest^b < V_th^b (paper: -V_th^b, Proposition 1; 0 gives the
+            ablation "w/o B").
+        scale: s > 0, the gain on g (paper: 100 MNIST, 400 CIFAR-10, 500 CIFAR-100). The
+            paper multiplies the loss by s and divides the learning rate by s; applying s
+            inside the backward stage and dividing the result by s is the same update
+            without touching the loss or the optimizer (for weight decay see docs/spide.md).
+        leak: lambda of the forward neurons; the backward neurons leak alike and beta is the
+            lambda-weighted average (the released code's LIF variant).
+    """
+
+    name = "spide"
+    through_time = False
+
+    def __init__(self, time_steps=100, threshold=0.5, resting_potential=-0.5, scale=1.0, leak=1.0):
+        self.time_steps = validation.integer("backward_time_steps", time_steps, minimum=1)
+        validation.number("backward_threshold", threshold, low=0.0, low_open=True)
+        validation.number("backward_resting_potential", resting_potential)
+        if not threshold > resting_potential:
+            raise ValueError(
+                "Argument `backward_threshold` must be greater than `backward_resting_potential`; received "
+                f"backward_threshold={threshold!r}, backward_resting_potential={resting_potential!r}.")
+        self.scale = validation.number("backward_scale", scale, low=0.0, low_open=True)
+        self.neuron = neurons.TernaryNeuron(threshold, resting_potential, leak)
+
+    def propagate(self, g, transposes, masks, rho):
+        """The T_B-step backward stage.
+
+        Args:
+            g: the (already scaled) input current of the last layer, shaped like a^N.
+            transposes: N functions; transposes[l] maps a signal on layer l+1's neurons
+                (zero-based) to a current on layer l's, v -> F^{l+1}T (D^{l+1} . v), and
+                transposes[N-1] is the feedback's W^1T (D_f . v) (None without feedback).
+            masks: m^1..m^N (float 0/1), rho: 1 / (V_th - u_rest).
+
+        Returns (betas, firing_rate): beta^1..beta^N and the fraction of (neuron, step)
+        pairs that fired a +-1 spike.
+        """
+        n = len(masks)
+        neuron = self.neuron
+        value = neuron.reset_amount
+        zeros = [ops.zeros_like(m) for m in masks]
+
+        def body(t, state):
+            potentials, totals, first_spikes, count = state
+            potentials, totals = list(potentials), list(totals)
+            current = g
+            if transposes[-1] is not None:
+                current = current + rho * transposes[-1](masks[0] * first_spikes)
+            spikes = [None] * n
+            for layer in range(n - 1, -1, -1):
+                if layer < n - 1:
+                    current = rho * transposes[layer](masks[layer + 1] * spikes[layer + 1])
+                potentials[layer], s = neuron.step(potentials[layer], current)
+                spikes[layer] = value * s
+                totals[layer] = totals[layer] * neuron.leak + spikes[layer] if neuron.leak != 1.0 else totals[layer] + spikes[layer]
+                count = count + ops.sum(ops.abs(s))
+            return potentials, totals, spikes[0], count
+
+        state = ([neuron.initial_state(z) for z in zeros], list(zeros), zeros[0], ops.zeros((), "float32"))
+        _, totals, _, count = backend.time_loop(self.time_steps, body, state)
+        normaliser = float(self.time_steps) if neuron.leak == 1.0 else (1.0 - neuron.leak**self.time_steps) / (1.0 - neuron.leak)
+        neurons_total = sum(float(ops.size(m)) for m in masks) * self.time_steps
+        return [total / normaliser for total in totals], count / neurons_total
+
+    def residual(self, beta_last, g, transposes, masks, rho):
+        """Mean relative residual ||beta^N - g - J^T beta^N|| / ||g|| of the adjoint equation."""
+        y = beta_last
+        for layer in range(len(masks) - 1, 0, -1):
+            y = rho * transposes[layer - 1](masks[layer] * y)
+        mapped = rho * transposes[-1](masks[0] * y) if transposes[-1] is not None else 0.0
+        norm = lambda v: ops.sqrt(ops.sum(ops.square(ops.reshape(v, (ops.shape(v)[0], -1))), axis=-1))  # noqa: E731
+        return ops.mean(norm(beta_last - g - mapped) / ops.maximum(norm(g), 1e-12))
+
+    def attach(self, currents, equilibrium, operands, backward_graph, report=None):
+        """Return `equilibrium` whose gradient reaches `currents` from the spiking backward.
+
+        Args:
+            currents: the differentiable stage currents F^1(a^0), ..., F^N(a^{N-1}) and, with
+                a feedback, W^1(a^N), each computed on the saved (constant) rates.
+            equilibrium: a^N[T_F] (no gradient).
+            operands: a nest of tensors the backward needs, passed explicitly so nothing
+                traced is captured by the custom gradient.
+            backward_graph: pure function operands -> (transposes, masks, rho) (see
+                `propagate`).
+            report: a `BackwardReport` receiving residual, T_B, failure and firing rate.
+        """
+        flat = keras.tree.flatten(operands)
+        n_currents = len(currents)
+
+        @ops.custom_gradient
+        def spiking_backward(a, *args):
+            def grad(*grads, upstream=None):
+                g = grads[0] if upstream is None else upstream
+                nest = keras.tree.pack_sequence_as(operands, list(args[n_currents:]))
+                transposes, masks, rho = backward_graph(nest)
+                g_scaled = self.scale * g
+                betas, firing_rate = self.propagate(g_scaled, transposes, masks, rho)
+                if report is not None:
+                    residual = self.residual(betas[-1], g_scaled, transposes, masks, rho)
+                    failed = ops.logical_not(ops.all(ops.isfinite(betas[-1])))
+                    backend.report(report, residual, self.time_steps, failed, firing_rate)
+                cotangents = [rho * m * b / self.scale for m, b in zip(masks, betas)]
+                if n_currents > len(masks):  # the feedback feeds layer 1
+                    cotangents.append(cotangents[0])
+                zeros = tuple(ops.zeros_like(t) for t in args[n_currents:])
+                return (ops.zeros_like(a),) + tuple(cotangents) + zeros
+
+            return a + sum(ops.sum(c) * 0.0 for c in args[:n_currents]), grad
+
+        return spiking_backward(equilibrium, *currents, *flat)
 
 
-def get_gradient(name, solver="broyden", solver_steps=30, solver_tol=1e-5, surrogate=None, surrogate_width=1.0):
-    """Build a backward mode by name ("ide" | "bptt" | "one_step") from the block's arguments."""
+GRADIENTS = {"ide": ImplicitDifferentiation, "bptt": BackpropagationThroughTime, "one_step": OneStepGradient,
+             "spide": SpikeBasedImplicitDifferentiation}
+
+
+SPIDE_DEFAULTS = {"backward_time_steps": 100, "backward_threshold": 0.5, "backward_resting_potential": -0.5,
+                  "backward_scale": 1.0}
+
+
+def get_gradient(name, solver="broyden", solver_steps=30, solver_tol=1e-5, surrogate=None, surrogate_width=1.0,
+                 spide_options=None, leak=1.0):
+    """Build a backward mode by name ("ide" | "bptt" | "one_step" | "spide") from the
+    block's arguments. `spide_options` holds the block's backward_* arguments (None where
+    not given); they apply to gradient="spide" only."""
     mode = validation.choose("gradient", name, GRADIENTS)
+    given = {k: v for k, v in (spide_options or {}).items() if v is not None}
+    if mode is SpikeBasedImplicitDifferentiation:
+        options = {**SPIDE_DEFAULTS, **given}
+        return SpikeBasedImplicitDifferentiation(
+            options["backward_time_steps"], options["backward_threshold"], options["backward_resting_potential"],
+            options["backward_scale"], leak)
+    if given:
+        argument, value = next(iter(given.items()))
+        raise ValueError(
+            f"Argument `{argument}` applies to gradient='spide' only (the spike-based backward stage); "
+            f"received {argument}={value!r} with gradient={name!r}.")
     if mode is not BackpropagationThroughTime:
         if surrogate is not None:
             raise ValueError(

@@ -95,6 +95,72 @@ class LIF(NeuronModel):
 NEURONS = {"if": IF, "lif": LIF}
 
 
+class TernaryNeuron:
+    """The ternary spiking neuron of paper 002 §4.1, eq. 6, with leak lambda (1 for IF):
+
+        u[t+1/2] = lambda * u[t] + I[t]
+        s[t+1]   = +1 if u[t+1/2] >= V_th,  -1 if u[t+1/2] <= -V_th,  0 otherwise
+        u[t+1]   = u[t+1/2] - (V_th - u_rest) * s[t+1]
+
+    It is realised either directly (one membrane, `realisation="direct"`) or, as the paper
+    proposes for hardware that only has ordinary neurons, by a coupled pair of IF neurons
+    (`realisation="coupled"`): neuron 1 receives I, neuron 2 receives -I, each spikes at
+    V_th and subtracts V_th - u_rest, and each spike also reaches the partner through a
+    connection of weight V_th - u_rest, which resets it by the same amount (the shared
+    reset); the output is s_1 - s_2. The pair keeps u_2 = -u_1 exactly (negation is exact
+    in floating point), so both realisations give identical spike trains.
+
+    Args:
+        threshold: V_th > 0.
+        resting_potential: u_rest < V_th (paper 002's backward stage: V_th = 0.5,
+            u_rest = -0.5, so spikes are exactly -1, 0, +1 with reset 1).
+        leak: lambda in (0, 1].
+        realisation: "direct" or "coupled".
+    """
+
+    def __init__(self, threshold=0.5, resting_potential=-0.5, leak=1.0, realisation="direct"):
+        self.threshold = validation.number("threshold", threshold, low=0.0, low_open=True)
+        self.resting_potential = validation.number("resting_potential", resting_potential)
+        if not self.threshold > self.resting_potential:
+            raise ValueError(
+                "Argument `threshold` must be greater than `resting_potential` (the reset subtracts "
+                f"threshold - resting_potential > 0); received threshold={threshold!r}, "
+                f"resting_potential={resting_potential!r}.")
+        self.leak = validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
+        self.realisation = validation.choose("realisation", realisation, TERNARY_REALISATIONS)
+
+    @property
+    def reset_amount(self):
+        return self.threshold - self.resting_potential
+
+    def initial_state(self, zeros):
+        """Membrane state at t = 0: the potential (direct) or the pair stacked on a new
+        leading axis (coupled)."""
+        return zeros if self.realisation == "direct" else ops.stack([zeros, zeros])
+
+    def step(self, state, current):
+        """One step: returns the new state and the ternary spikes (-1., 0., +1.)."""
+        if self.realisation == "direct":
+            potential = state
+            potential = potential * self.leak + current if self.leak != 1.0 else potential + current
+            spikes = (ops.cast(ops.greater_equal(potential, self.threshold), potential.dtype)
+                      - ops.cast(ops.less_equal(potential, -self.threshold), potential.dtype))
+            return potential - self.reset_amount * spikes, spikes
+        first, second = state[0], state[1]
+        if self.leak != 1.0:
+            first, second = first * self.leak, second * self.leak
+        first, second = first + current, second - current
+        spike_1 = ops.cast(ops.greater_equal(first, self.threshold), first.dtype)
+        spike_2 = ops.cast(ops.greater_equal(second, self.threshold), second.dtype)
+        # own reset, and the partner's spike arriving through the coupling weight V_th - u_rest
+        first = first - self.reset_amount * spike_1 + self.reset_amount * spike_2
+        second = second - self.reset_amount * spike_2 + self.reset_amount * spike_1
+        return ops.stack([first, second]), spike_1 - spike_2
+
+
+TERNARY_REALISATIONS = {"direct": "direct", "coupled": "coupled"}
+
+
 def get_neuron(name, leak=None, threshold=2.0, resting_potential=0.0):
     """Build a neuron model by name ("if" | "lif"), validating every argument."""
     cls = validation.choose("neuron", name, NEURONS)

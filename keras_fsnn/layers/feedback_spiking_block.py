@@ -22,7 +22,8 @@ import keras
 from keras import ops
 
 from keras_fsnn import backend, gradients, neurons, validation
-from keras_fsnn.diagnostics import BackwardReport
+from keras_fsnn.diagnostics import FIELDS, BackwardReport
+from keras_fsnn.layers.frobenius_norm import FrobeniusNormRestriction
 from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
 from keras_fsnn.layers.stages import (
     build_stage,
@@ -66,17 +67,27 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         resting_potential: u_rest < V_th; a spike subtracts V_th - u_rest (IDE: 0).
         dropout: rate in [0, 1) of variational dropout: one Bernoulli mask per sample and
             neuron, drawn once per call, applied to the output of every forward stage and of
-            the feedback at all T steps and reused in the backward (paper 000 F.3.2).
+            the feedback at all T steps and reused in the backward (paper 000 F.3.2). A
+            list gives one rate per stage (forward stages, then the feedback), e.g. SPIDE's
+            LeNet drops only its dense layer.
         solver: "broyden" or "fixed_point", for the adjoint equation.
         solver_steps: the most solver iterations (paper: 30).
         solver_tol: relative residual at which the solver stops early.
         spectral_norm: restrict the feedback kernel to W = clip(alpha, -c, c) W / ||W||_2
             (paper 000 F.1). Needs a feedback layer with a `kernel`.
-        norm_bound: c, the bound of the restriction (paper: 1).
+        frobenius_norm: restrict the feedback kernel to W = min(c, F) W / F instead, with F
+            the Hutchinson estimate of ||W||_F from 64 Gaussian probes (SPIDE, paper 002
+            D.2; `keras_fsnn.layers.FrobeniusNormRestriction`). Excludes spectral_norm.
+        norm_bound: c, the bound of the restriction (paper 000: 1; paper 002: 2).
         gradient: the backward mode: "ide" (implicit differentiation), "bptt"
             (backpropagation through the unrolled simulation with a surrogate spike
-            derivative: the baseline, memory grows with T) or "one_step" (the
-            Jacobian-free gradient through f once; see keras_fsnn.gradients).
+            derivative: the baseline, memory grows with T), "one_step" (the
+            Jacobian-free gradient through f once) or "spide" (the adjoint solved by a
+            second, spiking stage of ternary neurons, paper 002); see keras_fsnn.gradients.
+        backward_time_steps, backward_threshold, backward_resting_potential, backward_scale:
+            for gradient="spide": T_B (default 100), V_th^b (0.5), u_rest^b (-0.5) and the
+            gain s on dL/da (1; the paper's loss scale, 100 for MNIST). SPIDE blocks have no
+            batch norm (paper 002 §4.4); the paper's forward neurons use u_rest = -V_th.
         surrogate: for gradient="bptt": "rectangular" (STBP, default), "triangle" or
             "sigmoid" (see keras_fsnn.surrogates); surrogate_width: its width a.
         input_type: "static" (an image: the same input current at every step) or
@@ -126,6 +137,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         input_type="static",
         bn_statistics="paper",
         seed=None,
+        frobenius_norm=False,
+        backward_time_steps=None,
+        backward_threshold=None,
+        backward_resting_potential=None,
+        backward_scale=None,
         **kwargs,
     ):
         # Spike counts and membrane potentials need float32 (bfloat16 counts exactly only
@@ -144,21 +160,39 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             check_stage(f"forward[{i}]", stage)
         if feedback is not None:
             check_stage("feedback", feedback)
-        elif spectral_norm is True:
+        for argument, value in (("spectral_norm", spectral_norm), ("frobenius_norm", frobenius_norm)):
+            if feedback is None and value is True:
+                raise ValueError(
+                    f"Argument `{argument}` restricts the feedback weight, but feedback=None; "
+                    f"pass {argument}=False for a feed-forward block.")
+        if validation.boolean("spectral_norm", spectral_norm) and validation.boolean("frobenius_norm", frobenius_norm):
             raise ValueError(
-                "Argument `spectral_norm` restricts the feedback weight, but feedback=None; "
-                "pass spectral_norm=False for a feed-forward block.")
+                "Arguments `spectral_norm` and `frobenius_norm` are two restrictions of the same feedback "
+                "weight; received both True. Pass one of them (IDE: spectral, SPIDE: frobenius).")
 
         self.forward = list(forward)
         self.feedback = feedback
         self.time_steps = validation.integer("time_steps", time_steps, minimum=1)
         self.neuron = neurons.get_neuron(neuron, leak, threshold, resting_potential)
-        self.dropout = validation.number("dropout", dropout, low=0.0, high=1.0, high_open=True)
-        self.spectral_norm = validation.boolean("spectral_norm", spectral_norm)
+        self._stages = self.forward + ([self.feedback] if feedback is not None else [])
+        self.dropout = _dropout_rates(dropout, len(self._stages))
+        self.spectral_norm = spectral_norm
+        self.frobenius_norm = frobenius_norm
         self.norm_bound = validation.number("norm_bound", norm_bound, low=0.0, low_open=True)
+        spide_options = {"backward_time_steps": backward_time_steps, "backward_threshold": backward_threshold,
+                         "backward_resting_potential": backward_resting_potential, "backward_scale": backward_scale}
         self.backward = gradients.get_gradient(
             gradient, solver=solver, solver_steps=solver_steps, solver_tol=solver_tol,
-            surrogate=surrogate, surrogate_width=surrogate_width)
+            surrogate=surrogate, surrogate_width=surrogate_width, spide_options=spide_options,
+            leak=self.neuron.leak)
+        if self.backward.name == "spide":
+            for i, stage in enumerate(self._stages):
+                if any(isinstance(layer, keras.layers.BatchNormalization)
+                       for layer in stage._flatten_layers(include_self=True, recursive=True)):
+                    raise ValueError(
+                        f"Stage {i} ({stage.name}) contains BatchNormalization, but gradient='spide' has no batch "
+                        "norm (paper 002 §4.4: batch statistics are not available to neuromorphic hardware, and the "
+                        "spiking backward stage cannot train them). Remove it or use gradient='ide'.")
         self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
         self.bn_statistics = validation.choose("bn_statistics", bn_statistics, BN_STATISTICS)
         if self.bn_statistics == "released_code" and self.input_type == "sequence":
@@ -180,22 +214,27 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "leak": self.neuron.leak,
             "threshold": self.neuron.threshold,
             "resting_potential": self.neuron.resting_potential,
-            "dropout": self.dropout,
+            "dropout": list(self.dropout) if isinstance(self.dropout, tuple) else self.dropout,
             "solver": solver,
             "solver_steps": solver_steps,
             "solver_tol": solver_tol,
             "spectral_norm": self.spectral_norm,
+            "frobenius_norm": self.frobenius_norm,
             "norm_bound": self.norm_bound,
             "gradient": gradient,
+            **spide_options,
             "surrogate": surrogate,
             "surrogate_width": surrogate_width,
             "input_type": self.input_type,
             "bn_statistics": self.bn_statistics,
             "seed": seed,
         }
-        self._stages = self.forward + ([self.feedback] if feedback is not None else [])
         self._takes_training = [call_takes_training(layer) for layer in self._stages]
-        self.norm_restriction = SpectralNormRestriction(self.norm_bound) if self.spectral_norm else None
+        self.norm_restriction = None
+        if self.spectral_norm:
+            self.norm_restriction = SpectralNormRestriction(self.norm_bound)
+        elif self.frobenius_norm:
+            self.norm_restriction = FrobeniusNormRestriction(self.norm_bound)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     # ------------------------------------------------------------------ build
@@ -239,10 +278,11 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         if self.norm_restriction is not None:
             kernel = getattr(self.feedback, "kernel", None)
             if kernel is None:
+                argument = "spectral_norm" if self.spectral_norm else "frobenius_norm"
                 raise ValueError(
-                    "spectral_norm=True restricts the feedback layer's `kernel`, but "
+                    f"{argument}=True restricts the feedback layer's `kernel`, but "
                     f"{type(self.feedback).__name__} has none; use a Dense, Conv2D or "
-                    "Conv2DTranspose feedback, or spectral_norm=False."
+                    f"Conv2DTranspose feedback, or {argument}=False."
                 )
             self._kernel_index = [id(v) for v in self.feedback.trainable_variables].index(id(kernel))
             self.norm_restriction.build(kernel.shape)
@@ -251,8 +291,10 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         n = len(self.forward)
         self._rates = diagnostic_variable(self, "firing_rates", (n,))
         self._forward_residual = diagnostic_variable(self, "forward_residual")
-        self._backward_report = BackwardReport(
-            *[diagnostic_variable(self, name) for name in ("backward_residual", "backward_iterations", "backward_failed")])
+        # The spike-based backward also reports its firing rate; other modes keep the three
+        # variables their saved weights files hold.
+        fields = FIELDS if self.backward.name == "spide" else FIELDS[:3]
+        self._backward_report = BackwardReport(*[diagnostic_variable(self, name) for name in fields])
 
     def compute_output_shape(self, input_shape):
         if not self.built:
@@ -267,16 +309,21 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         params = [stage_parameters(stage) for stage in self._stages]
         if self.norm_restriction is not None:
             trainable = params[-1][0]
-            trainable[self._kernel_index] = self.norm_restriction(trainable[self._kernel_index], training=training)
+            trainable[self._kernel_index] = self.norm_restriction(
+                trainable[self._kernel_index], training=training, seed=self.seed_generator)
         return params
 
     def _dropout_masks(self, batch, training):
         """One variational mask per stage output and for the feedback ([] without dropout)."""
-        if not training or self.dropout == 0.0:
+        rates = self.dropout if isinstance(self.dropout, tuple) else (self.dropout,) * len(self._stages)
+        if not training or not any(rates):
             return []
-        keep = 1.0 - self.dropout
         masks = []
-        for shape in self._stage_shapes:
+        for rate, shape in zip(rates, self._stage_shapes):
+            if rate == 0.0:
+                masks.append(ops.ones((batch,) + tuple(shape[1:]), "float32"))
+                continue
+            keep = 1.0 - rate
             noise = keras.random.uniform((batch,) + tuple(shape[1:]), seed=self.seed_generator)
             masks.append(ops.cast(ops.less(noise, keep), "float32") / keep)
         return masks
@@ -362,6 +409,53 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         extra = plain if count_spikes else (residuals if record_residuals else None)
         return [count / scale for count in counts], extra
 
+    # ------------------------------------------------------------------ SPIDE
+
+    def _attach_spiking_backward(self, x_bar, rates, params, frozen, masks):
+        """SPIDE (paper 002 §4.2): the stage currents on the saved rates, whose gradients the
+        spiking backward stage supplies (see gradients.SpikeBasedImplicitDifferentiation).
+        Currents are taken without the dropout mask: Algorithm 2's weight gradients omit it."""
+        n = len(self.forward)
+        inputs = [x_bar] + rates[:-1] + ([rates[-1]] if self.feedback is not None else [])
+        currents = [self._current(i, params, inputs[i], [])[0] for i in range(len(self._stages))]
+        operands = (rates, frozen, masks)
+        return self.backward.attach(currents, rates[-1], operands, self._spiking_backward_graph,
+                                    report=self._backward_report)
+
+    def _spiking_backward_graph(self, operands):
+        """(transposes, masks m^l = [0 < a^l < 1], rho) for the spiking backward stage; each
+        transposed connection is the vector-Jacobian product of a (linear) stage."""
+        rates, params, masks = operands
+        n = len(self.forward)
+
+        def transpose(index, at):
+            return backend.vjp(lambda a: self._current(index, params, a, masks)[0], at)[1]
+
+        transposes = [transpose(index, rates[index - 1]) for index in range(1, n)]
+        transposes.append(transpose(n, rates[-1]) if self.feedback is not None else None)
+        spike_masks = [ops.cast(ops.logical_and(rate > 0.0, rate < 1.0), "float32") for rate in rates]
+        return transposes, spike_masks, 1.0 / self.neuron.reset_amount
+
+    def spike_backward(self, inputs, upstream):
+        """Run SPIDE's two stages on `inputs` (inference mode: no dropout) with
+        dL/da^N = `upstream`, and return a dict: "rates" (a^l of the forward stage),
+        "betas" (the backward stage's rates beta^l divided by the gain s, i.e. estimates of
+        (I - J_f^T)^{-1} upstream and its images in the earlier layers), "masks" and
+        "firing_rate" (fraction of neuron-steps with a +-1 spike). For gradient="spide"."""
+        if self.backward.name != "spide":
+            raise ValueError(
+                f"spike_backward() needs a block with gradient='spide'; this block has gradient={self._config['gradient']!r}.")
+        x = ops.cast(inputs, "float32")
+        if not self.built:
+            self.build(x.shape)
+        frozen = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
+        rates, _ = self._simulate(x, frozen, [])
+        transposes, masks, rho = self._spiking_backward_graph((rates, frozen, []))
+        g = self.backward.scale * ops.cast(upstream, "float32")
+        betas, firing_rate = self.backward.propagate(g, transposes, masks, rho)
+        return {"rates": rates, "betas": [b / self.backward.scale for b in betas], "masks": masks,
+                "firing_rate": firing_rate}
+
     # ------------------------------------------------------------------ call
 
     def call(self, inputs, training=False):
@@ -372,7 +466,14 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         x_bar = self._average_input(x)
         frozen = keras.tree.map_structure(ops.stop_gradient, params)
 
-        if self.backward.through_time:
+        if self.backward.name == "spide":
+            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
+            rates = [ops.stop_gradient(rate) for rate in rates]
+            equilibrium = rates[-1]
+            output = self._attach_spiking_backward(x_bar, rates, params, frozen, masks)
+            updates = [[] for _ in self.forward]
+            z = self.fixed_point_map(equilibrium, ops.stop_gradient(x_bar), frozen, masks)[0] if training else None
+        elif self.backward.through_time:
             rates, _ = self._simulate(x, params, masks, spike=self.backward.spike)
             output = rates[-1]
             equilibrium = ops.stop_gradient(output)
@@ -461,3 +562,14 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         if config["feedback"] is not None:
             config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
         return cls(**config)
+
+
+def _dropout_rates(dropout, stages):
+    """One rate for all stages (a float) or a tuple with one rate per stage."""
+    if isinstance(dropout, (list, tuple)):
+        if len(dropout) != stages:
+            raise ValueError(
+                f"Argument `dropout` as a list needs one rate per stage ({stages}: the forward stages, then the "
+                f"feedback); received dropout={list(dropout)!r}.")
+        return tuple(validation.number(f"dropout[{i}]", r, low=0.0, high=1.0, high_open=True) for i, r in enumerate(dropout))
+    return validation.number("dropout", dropout, low=0.0, high=1.0, high_open=True)

@@ -137,7 +137,7 @@ class ImplicitStreams(keras.layers.Layer):
         self.dropout = validation.number("dropout", dropout, low=0.0, high=1.0, high_open=True)
         self.backward = gradients.get_gradient(gradient, solver=solver, solver_steps=solver_steps,
                                                solver_tol=solver_tol)
-        if self.backward.through_time:
+        if self.backward.name not in ("ide", "one_step"):
             raise ValueError("Argument `gradient` must be 'ide' or 'one_step' for ImplicitStreams; received "
                              f"gradient={gradient!r}.")
         self.rates = validation.choose("rates", rates, RATES)

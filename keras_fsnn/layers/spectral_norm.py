@@ -50,7 +50,8 @@ class SpectralNormRestriction(keras.layers.Layer):
         self.v.assign(right[0].astype("float32"))
         self.alpha.assign(np.float32(singular[0]))
 
-    def call(self, kernel, training=False):
+    def call(self, kernel, training=False, seed=None):
+        # `seed` is unused: the interface of the block's norm restrictions (see frobenius_norm).
         matrix = ops.reshape(kernel, (-1, ops.shape(kernel)[-1]))
         u, v = ops.convert_to_tensor(self.u), ops.convert_to_tensor(self.v)
         if training:
