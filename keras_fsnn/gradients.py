@@ -211,7 +211,7 @@ class SpikeBasedImplicitDifferentiation:
         state = ([neuron.initial_state(z) for z in zeros], list(zeros), zeros[0], ops.zeros((), "float32"))
         _, totals, _, count = backend.time_loop(self.time_steps, body, state)
         normaliser = float(self.time_steps) if neuron.leak == 1.0 else (1.0 - neuron.leak**self.time_steps) / (1.0 - neuron.leak)
-        neurons_total = sum(float(ops.size(m)) for m in masks) * self.time_steps
+        neurons_total = sum(ops.cast(ops.size(m), "float32") for m in masks) * self.time_steps
         return [total / normaliser for total in totals], count / neurons_total
 
     def residual(self, beta_last, g, transposes, masks, rho):

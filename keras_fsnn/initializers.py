@@ -18,11 +18,14 @@ class UnitNormUniform(keras.initializers.Initializer):
         axis: the kernel axis that indexes output units: -1 for Dense and Conv2D kernels,
             -2 for Conv2DTranspose kernels (Keras layout (kh, kw, out, in)).
         minval, maxval: the uniform range before normalisation.
+        scale: the norm of each output unit's weights after normalisation (1; SPIDE's
+            released code multiplies its feedback's by 0.1).
         seed: random seed.
     """
 
-    def __init__(self, axis=-1, minval=-1.0, maxval=1.0, seed=None):
+    def __init__(self, axis=-1, minval=-1.0, maxval=1.0, seed=None, scale=1.0):
         self.axis = int(axis)
+        self.scale = float(scale)
         self.minval = float(minval)
         self.maxval = float(maxval)
         self.seed = seed
@@ -34,7 +37,10 @@ class UnitNormUniform(keras.initializers.Initializer):
         axis = self.axis % len(shape)
         reduce_axes = tuple(i for i in range(len(shape)) if i != axis)
         norm = ops.sqrt(ops.sum(ops.square(weights), axis=reduce_axes, keepdims=True))
-        return weights / ops.maximum(norm, 1e-12)
+        return self.scale * weights / ops.maximum(norm, 1e-12)
 
     def get_config(self):
-        return {"axis": self.axis, "minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+        config = {"axis": self.axis, "minval": self.minval, "maxval": self.maxval, "seed": self.seed}
+        if self.scale != 1.0:
+            config["scale"] = self.scale
+        return config

@@ -11,6 +11,15 @@ from keras_fsnn.models.feedback_networks import (
     fsnn_nmnist,
 )
 from keras_fsnn.models.implicit_stream_networks import mpis_network
+from keras_fsnn.models.spide_networks import (
+    SPIDE_ARCHITECTURES,
+    spide_alexnet_f,
+    spide_cifarnet_f,
+    spide_lenet,
+    spide_mnist,
+)
+
+ARCHITECTURES = {**ARCHITECTURES, **SPIDE_ARCHITECTURES}
 
 __all__ = [
     "ARCHITECTURES",
@@ -24,4 +33,8 @@ __all__ = [
     "fsnn_mnist",
     "fsnn_nmnist",
     "mpis_network",
+    "spide_alexnet_f",
+    "spide_cifarnet_f",
+    "spide_lenet",
+    "spide_mnist",
 ]

@@ -36,12 +36,12 @@ def count_parameters(model):
     return int(sum(int(keras.ops.size(w)) for w in model.trainable_weights if id(w) not in alphas))
 
 
-def _conv_stage(filters, kernel_size, strides, padding, batch_norm=True, use_bias=True):
+def _conv_stage(filters, kernel_size, strides, padding, batch_norm=True, use_bias=True, initializer=None):
     layers = []
     if padding:
         layers.append(keras.layers.ZeroPadding2D(padding))
     layers.append(keras.layers.Conv2D(filters, kernel_size, strides=strides, use_bias=use_bias,
-                                      kernel_initializer=UnitNormUniform()))
+                                      kernel_initializer=initializer or UnitNormUniform()))
     if batch_norm:
         layers.append(keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5))
     return keras.Sequential(layers)
@@ -113,10 +113,12 @@ def feedback_conv_network(input_shape, num_classes, filters, kernel_size=5, stri
 
 
 def feedback_multilayer_network(input_shape, num_classes, channels, normalization=None,
-                                name="feedback_multilayer_network", **block_options):
+                                name="feedback_multilayer_network", batch_norm=True, feedback_initializer=None,
+                                **block_options):
     """c1 C3s - c2 C3 - c3 C3s - c4 C3 - c5 C3 with a conv-transpose feedback c5 -> c1
     (F{c1}C3u, the AlexNet-F / CIFARNet-F shape): H x W -> H/2 (layers 1-2) -> H/4
-    (layers 3-5) -> H/2 feedback. `channels` = (c1, ..., c5)."""
+    (layers 3-5) -> H/2 feedback. `channels` = (c1, ..., c5); `batch_norm=False` drops the
+    batch norms (SPIDE)."""
     if len(channels) != 5:
         raise ValueError(f"Argument `channels` must hold 5 channel counts (c1..c5); received channels={channels!r}.")
     c1, c2, c3, c4, c5 = channels
@@ -124,14 +126,14 @@ def feedback_multilayer_network(input_shape, num_classes, channels, normalizatio
     normalised = _normalise(inputs, normalization)
     block = FeedbackSpikingBlock(
         forward=[
-            _conv_stage(c1, 3, 2, 1),
-            _conv_stage(c2, 3, 1, 1),
-            _conv_stage(c3, 3, 2, 1),
-            _conv_stage(c4, 3, 1, 1),
-            _conv_stage(c5, 3, 1, 1),
+            _conv_stage(c1, 3, 2, 1, batch_norm),
+            _conv_stage(c2, 3, 1, 1, batch_norm),
+            _conv_stage(c3, 3, 2, 1, batch_norm),
+            _conv_stage(c4, 3, 1, 1, batch_norm),
+            _conv_stage(c5, 3, 1, 1, batch_norm),
         ],
         feedback=keras.layers.Conv2DTranspose(c1, 3, strides=2, padding="same", use_bias=False,
-                                              kernel_initializer=UnitNormUniform(axis=-2)),
+                                              kernel_initializer=feedback_initializer or UnitNormUniform(axis=-2)),
         name="fsnn", **block_options)
     return _classifier(name, inputs, normalised, block, num_classes)
 

@@ -25,6 +25,15 @@ class Recipe:
 
 CIFAR = dict(milestones=(50, 75), warmup_steps=400)
 
+
+def spide_weight_decay(scale, decay=5e-4):
+    """SPIDE multiplies the loss by s and divides the learning rate by s but keeps the
+    coupled weight decay 5e-4 (paper 002 D.3, seed-code.md fact 5): relative to the
+    unscaled gradient the decay is 5e-4 / s. Our blocks apply s inside the spiking backward
+    stage instead (`backward_scale`), so the optimizer sees unscaled gradients with the
+    unscaled learning rate, and the same update needs weight decay 5e-4 / s."""
+    return decay / scale
+
 RECIPES = {
     "fsnn_mnist": Recipe("fsnn_mnist", "mnist"),
     "fsnn_fmnist": Recipe("fsnn_fmnist", "fashion_mnist"),
@@ -33,6 +42,14 @@ RECIPES = {
     "cifarnet_f": Recipe("cifarnet_f", "cifar10", **CIFAR),
     "alexnet_f_cifar100": Recipe("alexnet_f", "cifar100", {"num_classes": 100}, **CIFAR),
     "cifarnet_f_cifar100": Recipe("cifarnet_f", "cifar100", {"num_classes": 100}, **CIFAR),
+    # SPIDE (paper 002 appendix D.3, seed-code.md §3.6)
+    "spide_mnist": Recipe("spide_mnist", "mnist", weight_decay=spide_weight_decay(100)),
+    "spide_lenet": Recipe("spide_lenet", "mnist", epochs=60, learning_rate=0.1, milestones=(20, 40),
+                          weight_decay=spide_weight_decay(100)),
+    "spide_alexnet_f": Recipe("spide_alexnet_f", "cifar10", weight_decay=spide_weight_decay(400), **CIFAR),
+    "spide_cifarnet_f": Recipe("spide_cifarnet_f", "cifar10", weight_decay=spide_weight_decay(400), **CIFAR),
+    "spide_cifarnet_f_cifar100": Recipe("spide_cifarnet_f", "cifar100", {"num_classes": 100, "backward_scale": 500.0},
+                                        weight_decay=spide_weight_decay(500), **CIFAR),
 }
 
 
