@@ -66,6 +66,16 @@ def test_unknown_recipe_lists_known_ones():
         train("vgg16")
 
 
+def test_bad_options_and_missing_data_write_no_run_folder(tmp_path):
+    with pytest.raises(ValueError, match=r"neuron='lif' does not apply to 'spide_mnist'"):
+        train("spide_mnist", output_dir=str(tmp_path / "a"), model_overrides={"neuron": "lif"})
+    with pytest.raises(ValueError, match=r"backward_scale=10.0 does not apply to 'fsnn_mnist'"):
+        train("fsnn_mnist", output_dir=str(tmp_path / "b"), model_overrides={"backward_scale": 10.0})
+    with pytest.raises(Exception, match="idx"):
+        train("fsnn_mnist", data_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "c"))
+    assert not any((tmp_path / d).exists() for d in "abc")  # a corrected command can run there
+
+
 def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
     from keras_fsnn.datasets import DATASETS
     from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches

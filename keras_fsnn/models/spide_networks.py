@@ -29,18 +29,23 @@ def kaiming_normal():
     return keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
 
 
-def _spide_options(time_steps, threshold, backward_time_steps, backward_scale, dropout, norm_bound, feedback):
-    return dict(time_steps=time_steps, neuron="if", threshold=threshold, resting_potential=-threshold,
-                dropout=dropout, gradient="spide", backward_time_steps=backward_time_steps,
-                backward_threshold=0.5, backward_resting_potential=-0.5, backward_scale=backward_scale,
-                spectral_norm=False, frobenius_norm=feedback, norm_bound=norm_bound)
+def _spide_options(time_steps, threshold, backward_time_steps, backward_scale, dropout, norm_bound, feedback,
+                   gradient="spide"):
+    options = dict(time_steps=time_steps, neuron="if", threshold=threshold, resting_potential=-threshold,
+                   dropout=dropout, gradient=gradient, spectral_norm=False, frobenius_norm=feedback, norm_bound=norm_bound)
+    if gradient == "spide":
+        options.update(backward_time_steps=backward_time_steps, backward_threshold=0.5, backward_resting_potential=-0.5,
+                       backward_scale=backward_scale)
+    return options
 
 
 def spide_mnist(num_classes=10, time_steps=30, backward_time_steps=100, backward_scale=100.0, threshold=1.0,
-                dropout=0.2, norm_bound=2.0, name="spide_mnist"):
+                dropout=0.2, norm_bound=2.0, gradient="spide", name="spide_mnist"):
     """MNIST 64C5s-64C5s-64C5 (F64C3u): 28x28 -> 14x14x64 -> 7x7x64 -> 7x7x64, with a
     64->64 3x3 stride-2 conv-transpose feedback from layer 3 to layer 1; 274,826 parameters
-    (paper 002 Table 3: 275K). Paper: T_F = 30, T_B = 100, loss scale 100, 99.34%."""
+    (paper 002 Table 3: 275K). Paper: T_F = 30, T_B = 100, loss scale 100, 99.34%.
+    `gradient="ide"` trains the same network by the implicit solve instead (a comparison;
+    the backward_* arguments are then unused)."""
     inputs = keras.Input((28, 28, 1), name="image")
     normalised = _normalise(inputs, (MNIST_MEAN, MNIST_STD))
     conv = lambda strides: _conv_stage(64, 5, strides, 2, batch_norm=False, initializer=kaiming_normal())  # noqa: E731
@@ -49,7 +54,7 @@ def spide_mnist(num_classes=10, time_steps=30, backward_time_steps=100, backward
         feedback=keras.layers.Conv2DTranspose(64, 3, strides=2, padding="same", use_bias=False,
                                               kernel_initializer=kaiming_normal()),
         name="fsnn", **_spide_options(time_steps, threshold, backward_time_steps, backward_scale, dropout,
-                                      norm_bound, True))
+                                      norm_bound, True, gradient))
     return _classifier(name, inputs, normalised, block, num_classes)
 
 

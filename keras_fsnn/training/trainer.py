@@ -16,6 +16,7 @@ the dropout RNG state is saved with the model, so an interrupted run resumed wit
 
 import dataclasses
 import importlib.util
+import inspect
 import json
 import os
 import platform
@@ -37,11 +38,22 @@ EVAL_BATCH = 256
 PIPELINES = {"auto": "auto", "tf_data": "tf_data", "numpy": "numpy"}
 
 
+def check_model_overrides(name, model_overrides):
+    """Raise a ValueError naming any option the architecture of zoo entry `name` does not take."""
+    recipe = get_recipe(name)
+    accepted = inspect.signature(ARCHITECTURES[recipe.architecture]).parameters
+    for key, value in model_overrides.items():
+        if key not in accepted:
+            raise ValueError(
+                f"Option {key}={value!r} does not apply to {name!r} (its architecture {recipe.architecture!r} takes "
+                f"{', '.join(k for k in accepted if k != 'name')}).")
+    return recipe
+
+
 def build_model(name, **model_overrides):
     """The architecture of zoo entry `name` with its recipe's settings and `model_overrides`."""
-    recipe = get_recipe(name)
-    kwargs = {**recipe.model_kwargs, **model_overrides}
-    return ARCHITECTURES[recipe.architecture](name=name, **kwargs)
+    recipe = check_model_overrides(name, model_overrides)
+    return ARCHITECTURES[recipe.architecture](name=name, **{**recipe.model_kwargs, **model_overrides})
 
 
 def auto_jit_compile(model):
@@ -122,7 +134,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     a machine without TensorFlow) or "auto" (tf.data when TensorFlow is installed); a
     resumed run keeps the pipeline it started with.
     """
-    get_recipe(name)  # an unknown name fails before anything is written
+    # an unknown name or an option the model does not take fails before anything is written
+    check_model_overrides(name, model_overrides or {})
     pipeline = validation.choose("pipeline", pipeline, PIPELINES)
     if pipeline == "auto":
         pipeline = "tf_data" if importlib.util.find_spec("tensorflow") else "numpy"
@@ -151,9 +164,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
             _write_json(run_path, settings)
     elif resume:
         raise FileNotFoundError(f"Nothing to resume in {output_dir}: no run.json there.")
-    else:
-        os.makedirs(output_dir, exist_ok=True)
-        _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     recipe_overrides = dict(settings["recipe_overrides"])
     if "milestones" in recipe_overrides:
@@ -166,6 +176,9 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         x_train, y_train = x_train[: settings["limit"]], y_train[: settings["limit"]]
         x_test, y_test = x_test[: settings["limit"]], y_test[: settings["limit"]]
     steps_per_epoch = int(np.ceil(len(y_train) / recipe.batch_size))
+    if not os.path.exists(run_path):  # a new run: written once its data has been found
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     state_path = os.path.join(output_dir, "state.json")
     first_epoch = json.load(open(state_path))["finished_epochs"] if resume and os.path.exists(state_path) else 0
