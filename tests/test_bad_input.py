@@ -29,7 +29,7 @@ def make(**overrides):
         ({"neuron": "izhikevich"}, ValueError, r"`neuron` must be one of 'if', 'lif'; received neuron='izhikevich'"),
         ({"solver": "newton"}, ValueError, r"`solver` must be one of 'broyden', 'fixed_point'; received solver='newton'"),
         ({"solver_steps": 0}, ValueError, r"`solver_steps` must be an integer >= 1; received solver_steps=0"),
-        ({"gradient": "magic"}, ValueError, r"`gradient` must be one of 'ide', 'bptt', 'one_step'; received gradient='magic'"),
+        ({"gradient": "magic"}, ValueError, r"`gradient` must be one of 'ide', 'bptt', 'one_step', 'spide'; received gradient='magic'"),
         ({"gradient": "bptt", "surrogate": "erf"}, ValueError, r"`surrogate` must be one of 'rectangular', 'triangle', 'sigmoid'; received surrogate='erf'"),
         ({"gradient": "bptt", "surrogate_width": 0.0}, ValueError, r"`surrogate_width` must lie in \(0.0, inf\]; received surrogate_width=0.0"),
         ({"gradient": "ide", "surrogate": "rectangular"}, ValueError, r"`surrogate` applies to gradient='bptt' only"),
