@@ -16,7 +16,7 @@ Gradients: "ide" (Broyden, the default), "ide_fp" (IDE with the fixed-point solv
 "bptt" ("one_step" too for mpis). Models: "conv", a reduced AlexNet-F-like FSNN sized for a
 2-core CPU (32x32x3 input, 32C3s-64C3-64C3s-64C3-64C3, F32C3u feedback, batch 16); "f400",
 the paper's Fashion-MNIST model (784-400 with a 400-400 feedback, batch 128); "mpis", the
-two-stream Fashion-MNIST MPIS network 16C3-32C3-48C3 (`keras_fsnn.models.mpis_network`,
+zoo's two-stream Fashion-MNIST MPIS network 16C3-32C3s-48C3 (`keras_fsnn.models.mpis_fmnist`,
 batch 128; IDE modes and one_step, no BPTT).
 
     python benchmarks/memory_vs_T.py --models f400 mpis --gradients ide one_step --time-steps 30 100 Targets: IDE T=300 / T=10 <= 1.10;
@@ -42,9 +42,8 @@ def build(model_name, time_steps, gradient):
     import keras_fsnn
 
     options = {"gradient": "ide", "solver": "fixed_point"} if gradient == "ide_fp" else {"gradient": gradient}
-    if model_name == "mpis":  # paper 003 Table 1's Fashion-MNIST MPIS: 16C3-32C3-48C3, two streams
-        model = keras_fsnn.models.mpis_network((28, 28, 1), 10, (16, 32, 48), (1, 2, 1), num_streams=2,
-                                               time_steps=time_steps, neuron="lif", leak=0.95, dropout=0.2, **options)
+    if model_name == "mpis":  # the zoo's Fashion-MNIST MPIS (paper 003 Table 1): 16C3-32C3s-48C3, two streams
+        model = keras_fsnn.models.mpis_fmnist(time_steps=time_steps, **options)
         return model, 128, (28, 28, 1)
 
     def conv(filters, strides=1):

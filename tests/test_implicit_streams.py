@@ -22,7 +22,7 @@ def conv(filters, strides=1, batch_norm=True):
     return keras.Sequential(layers)
 
 
-def two_streams(**kwargs):
+def two_streams(input_shape=(None, 8, 8, 2), **kwargs):
     """Stream 1 at 8x8, stream 2 at 4x4; layers 4 -> 6 channels; fused after layer 1."""
     keras.utils.set_random_seed(0)
     options = dict(time_steps=30, neuron="if", threshold=2.0, seed=3)
@@ -34,7 +34,7 @@ def two_streams(**kwargs):
         downsample=[keras.layers.Conv2D(4, 3, strides=2, padding="same")],
         upsample=[keras.layers.UpSampling2D(2)],
         fusion_layer=1, **options)
-    layer.build((None, 8, 8, 2))
+    layer.build(input_shape)
     for stage in layer.inject + [s for stream in layer.stages for s in stream]:
         stage.layers[1].gamma.assign(np.full(stage.layers[1].gamma.shape, 1.2, "float32"))
         stage.layers[1].beta.assign(np.full(stage.layers[1].beta.shape, 0.8, "float32"))
@@ -152,3 +152,47 @@ def test_bad_arguments_fail_at_construction_or_build():
     layer = ImplicitStreams(**{**base, "transforms": [keras.layers.Conv2D(5, 3, padding="same") for _ in range(2)]})
     with pytest.raises(ValueError, match=r"transforms\[0\]"):
         layer.build((None, 8, 8, 2))
+
+
+@pytest.mark.backend
+def test_sequence_input_of_identical_frames_equals_the_static_image():
+    static = two_streams(time_steps=12)
+    sequence = two_streams((None, 12, 8, 8, 2), time_steps=12, input_type="sequence")
+    x = data()
+    frames = np.repeat(x[:, None], 12, axis=1)
+    np.testing.assert_allclose(np.asarray(sequence(frames)), np.asarray(static(x)), atol=1e-6)
+    with pytest.raises(ValueError, match="frames"):
+        two_streams(time_steps=12, input_type="sequence")
+    with pytest.raises(ValueError, match="time_steps=12"):
+        two_streams((None, 10, 8, 8, 2), time_steps=12, input_type="sequence")
+
+
+def test_fusion_speeds_up_convergence_on_real_images():
+    """Paper 003 Fig. 3: the two-stream model is nearer its equilibrium after t = 10 steps
+    than one stream of the same plan. Same initial weights for stream 1 (same seed), 64
+    real Fashion-MNIST test images, the Fashion-MNIST plan 16C3-32C3s-48C3, LIF 0.95.
+    Measured at initialisation: stream 1's residual ||f(a[10]) - a[10]|| is 2.09 with two
+    streams against 3.36 alone (128 images; docs/mpis.md)."""
+    from data_paths import shared_data
+
+    from keras_fsnn.datasets import load_arrays
+    from keras_fsnn.models import mpis_network
+
+    x, _ = load_arrays("fashion_mnist", "test", shared_data("fashion_mnist"))
+    x = np.asarray(x[:64], "float32").reshape(64, 28, 28, 1) / 255.0
+    residual = {}
+    for n in (1, 2):
+        keras.utils.set_random_seed(0)
+        model = mpis_network((28, 28, 1), 10, (16, 32, 48), (1, 2, 1), num_streams=n, normalization=(0.1307, 0.3081),
+                             time_steps=10, neuron="lif", leak=0.95)
+        layer = model.get_layer("streams")
+        residual[n] = float(np.asarray(layer.simulate(model.get_layer("normalise")(x))["residuals"])[0, -1])
+    assert residual[2] < 0.8 * residual[1], residual
+
+
+def test_mpis_presets_have_the_papers_sizes():
+    from keras_fsnn.models import count_parameters, mpis_cifar10, mpis_cifar100
+
+    # layouts not published: ours must round to the paper's 11.8M / 14.8M
+    assert round(count_parameters(mpis_cifar10()) / 1e6, 1) == 11.8
+    assert round(count_parameters(mpis_cifar100()) / 1e6, 1) == 14.8

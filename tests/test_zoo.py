@@ -28,6 +28,13 @@ PAPER_COUNTS = {
     "spide_alexnet_f": 3_706_762,
     "spide_cifarnet_f": 11_835_146,
     "spide_cifarnet_f_cifar100": 14_784_356,
+    # MPIS (paper 003 Tables 1, 3; seed-code.md §9.5 for the released models' exact counts)
+    "mpis_fmnist": 100_682,
+    "mpis_nmnist": 185_578,
+    "mpis_cifar10": 11_787_658,
+    "mpis_cifar100": 14_756_356,
+    "mpis_cifar10_large": 28_512_138,
+    "mpis_cifar100_large": 29_986_788,
 }
 
 
@@ -36,7 +43,7 @@ def test_architecture_has_the_papers_parameter_count(name):
     model = zoo.load(name, weights=None)
     assert count_parameters(model) == PAPER_COUNTS[name]
     spectral_alphas = len(model.trainable_weights) - len([w for w in model.trainable_weights if "alpha" not in w.path])
-    assert spectral_alphas == (0 if name.startswith("spide") else 1)  # the one excluded trainable scalar
+    assert spectral_alphas == (0 if name.startswith(("spide", "mpis")) else 1)  # the one excluded trainable scalar
 
 
 def test_list_names_every_preset_and_its_status():

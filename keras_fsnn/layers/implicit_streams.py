@@ -49,6 +49,7 @@ from keras_fsnn.layers.stages import (
 )
 
 RATES = {"average": "average", "first_step": "first_step"}
+INPUT_TYPES = {"static": "static", "sequence": "sequence"}
 OUTPUTS = {"map": "map", "rates": "rates"}
 
 
@@ -88,16 +89,19 @@ class ImplicitStreams(keras.layers.Layer):
         output: "map" (f applied once to the simulated rates, paper §4.2) or "rates" (the
             simulated rates themselves).
         return_all: return the list of every stream's rates instead of the last one's.
+        input_type: "static" (an image batch (batch, H, W, C), the same current every
+            step) or "sequence" ((batch, T, H, W, C) spike frames, frame t driving step t
+            of stream 1; f sees their (lambda-weighted) average, as in FeedbackSpikingBlock).
 
     Batch norm follows FeedbackSpikingBlock's paper mode: stored statistics inside the
     simulation, the call's mode in f (batch statistics in training, moving statistics
-    updated). Input: a static image batch (batch, H, W, C).
+    updated).
     """
 
     def __init__(self, inject, stages, transforms, downsample=(), upsample=(), fusion_layer=1, time_steps=30,
                  neuron="lif", leak=None, threshold=2.0, dropout=0.0, solver="broyden", solver_steps=30,
                  solver_tol=1e-5, gradient="ide", rates="average", output="map", return_all=False, seed=None,
-                 **kwargs):
+                 input_type="static", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         inject, stages, transforms = list(inject), [list(s) for s in stages], list(transforms)
@@ -143,11 +147,13 @@ class ImplicitStreams(keras.layers.Layer):
         self.rates = validation.choose("rates", rates, RATES)
         self.output_mode = validation.choose("output", output, OUTPUTS)
         self.return_all = validation.boolean("return_all", return_all)
+        self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
         self.seed = seed
         self._config = dict(fusion_layer=self.fusion_layer, time_steps=self.time_steps, neuron=self.neuron.name,
                             leak=self.neuron.leak, threshold=self.neuron.threshold, dropout=self.dropout,
                             solver=solver, solver_steps=solver_steps, solver_tol=solver_tol, gradient=gradient,
-                            rates=self.rates, output=self.output_mode, return_all=self.return_all, seed=seed)
+                            rates=self.rates, output=self.output_mode, return_all=self.return_all, seed=seed,
+                            input_type=self.input_type)
         # One flat list of stages; `_index` finds a stage's parameters and dropout mask.
         self._all = (inject + transforms + [layer for stream in stages for layer in stream]
                      + downsample + upsample)
@@ -159,7 +165,15 @@ class ImplicitStreams(keras.layers.Layer):
 
     def build(self, input_shape):
         input_shape = tuple(input_shape)
-        if len(input_shape) != 4:
+        if self.input_type == "sequence":
+            if len(input_shape) != 5:
+                raise ValueError("With input_type='sequence' ImplicitStreams takes frames (batch, T, H, W, C); "
+                                 f"received input shape {input_shape}.")
+            if input_shape[1] is not None and input_shape[1] != self.time_steps:
+                raise ValueError(f"The input sequence has {input_shape[1]} frames but time_steps={self.time_steps}; "
+                                 "they must be equal (crop or pad the frames).")
+            input_shape = (input_shape[0],) + input_shape[2:]
+        elif len(input_shape) != 4:
             raise ValueError(f"ImplicitStreams takes images (batch, H, W, C); received input shape {input_shape}.")
         self._zero_shapes, self._layer_shapes = [], []
         height, width = input_shape[1], input_shape[2]
@@ -227,6 +241,14 @@ class ImplicitStreams(keras.layers.Layer):
                 return self._layer_shapes[i][l]
         raise KeyError(layer.name)
 
+    def _average_input(self, x):
+        """x_bar: the image itself (static) or the (lambda-weighted) mean of the frames."""
+        if self.input_type == "static":
+            return x
+        weights = self.neuron.time_weights(self.time_steps)
+        weights = ops.reshape(weights / ops.sum(weights), (1, self.time_steps) + (1,) * (len(x.shape) - 2))
+        return ops.sum(x * weights, axis=1)
+
     def _inputs(self, x):
         """What each stream's input stage sees: x for stream 1, zeros for the others."""
         batch = ops.shape(x)[0]
@@ -276,7 +298,8 @@ class ImplicitStreams(keras.layers.Layer):
         return ops.concatenate([ops.reshape(p, (ops.shape(p)[0], -1)) for p in parts], axis=-1)
 
     def fixed_point_map(self, a, x, params, masks, training=False):
-        """f(a) for the joint last-layer rates `a` (batch, sum D_i) and the stage updates."""
+        """f(a) for the joint last-layer rates `a` (batch, sum D_i) given the (average) input
+        `x`, and the stage updates."""
         firsts = [self._current(self.inject[i], params, inp, masks, training)
                   for i, inp in enumerate(self._inputs(x))]
         activity, updates = self._network([c for c, _ in firsts], self._split(a),
@@ -291,7 +314,9 @@ class ImplicitStreams(keras.layers.Layer):
         or (`count_spikes`) the plain spike counts of every layer instead."""
         neuron = self.neuron
         batch = ops.shape(x)[0]
-        firsts = [self._current(self.inject[i], params, inp, masks)[0] for i, inp in enumerate(self._inputs(x))]
+        sequence = self.input_type == "sequence"
+        x_bar = self._average_input(x)
+        firsts = [self._current(self.inject[i], params, inp, masks)[0] for i, inp in enumerate(self._inputs(x_bar))]
         zeros = [[ops.zeros((batch,) + tuple(s[1:]), "float32") for s in shapes] for shapes in self._layer_shapes]
         first_step = self.rates == "first_step"
 
@@ -303,7 +328,10 @@ class ImplicitStreams(keras.layers.Layer):
                 new_potentials[i][j], spikes = neuron.step(potentials[i][j], current)
                 return spikes
 
-            spikes, _ = self._network(firsts, last, activate, params, masks)
+            currents = firsts
+            if sequence:  # frame t drives stream 1; the other streams' inputs are constant
+                currents = [self._current(self.inject[0], params, ops.take(x, t, axis=1), masks)[0]] + firsts[1:]
+            spikes, _ = self._network(currents, last, activate, params, masks)
             if first_step:  # the released code keeps the first step's spikes only
                 keep = ops.cast(ops.equal(t, 0), "float32")
                 new_counts = [[c + keep * s for c, s in zip(cs, ss)] for cs, ss in zip(counts, spikes)]
@@ -312,7 +340,7 @@ class ImplicitStreams(keras.layers.Layer):
             if record_residuals:
                 scale = neuron.normaliser(self.time_steps if first_step else t + 1)
                 rate = self._join([c[-1] / scale for c in new_counts])
-                mapped, _ = self.fixed_point_map(rate, x, params, masks)
+                mapped, _ = self.fixed_point_map(rate, x_bar, params, masks)
                 difference = self._split(mapped - rate)
                 step = ops.stack([ops.mean(sample_norm(d)) for d in difference])
                 residuals = residuals + ops.expand_dims(step, 1) * ops.one_hot(t, self.time_steps)[None, :]
@@ -336,13 +364,14 @@ class ImplicitStreams(keras.layers.Layer):
         frozen = keras.tree.map_structure(ops.stop_gradient, params)
         rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
         equilibrium = ops.stop_gradient(self._join([stream[-1] for stream in rates]))
-        z, updates = self.fixed_point_map(equilibrium, x, params, masks, training)
+        x_bar = self._average_input(x)
+        z, updates = self.fixed_point_map(equilibrium, x_bar, params, masks, training)
 
         def adjoint_map(a, operands):
             x_, params_, masks_ = operands
             return self.fixed_point_map(a, x_, params_, masks_, training)[0]
 
-        operands = (ops.stop_gradient(x), frozen, masks)
+        operands = (ops.stop_gradient(x_bar), frozen, masks)
         output = self.backward.attach(adjoint_map, z, equilibrium, operands, report=self._backward_report)
         if self.output_mode == "map":  # the value of f(a[T]), the gradient of the chosen mode
             output = output + ops.stop_gradient(z - equilibrium)

@@ -10,7 +10,16 @@ from keras_fsnn.models.feedback_networks import (
     fsnn_mnist,
     fsnn_nmnist,
 )
-from keras_fsnn.models.implicit_stream_networks import mpis_network
+from keras_fsnn.models.implicit_stream_networks import (
+    MPIS_ARCHITECTURES,
+    mpis_cifar10,
+    mpis_cifar10_large,
+    mpis_cifar100,
+    mpis_cifar100_large,
+    mpis_fmnist,
+    mpis_network,
+    mpis_nmnist,
+)
 from keras_fsnn.models.spide_networks import (
     SPIDE_ARCHITECTURES,
     spide_alexnet_f,
@@ -19,7 +28,7 @@ from keras_fsnn.models.spide_networks import (
     spide_mnist,
 )
 
-ARCHITECTURES = {**ARCHITECTURES, **SPIDE_ARCHITECTURES}
+ARCHITECTURES = {**ARCHITECTURES, **SPIDE_ARCHITECTURES, **MPIS_ARCHITECTURES}
 
 __all__ = [
     "ARCHITECTURES",
@@ -32,7 +41,13 @@ __all__ = [
     "fsnn_fmnist",
     "fsnn_mnist",
     "fsnn_nmnist",
+    "mpis_cifar10",
+    "mpis_cifar100",
+    "mpis_cifar100_large",
+    "mpis_cifar10_large",
+    "mpis_fmnist",
     "mpis_network",
+    "mpis_nmnist",
     "spide_alexnet_f",
     "spide_cifarnet_f",
     "spide_lenet",

@@ -48,6 +48,16 @@ RECIPES = {
                           weight_decay=spide_weight_decay(100)),
     "spide_alexnet_f": Recipe("spide_alexnet_f", "cifar10", weight_decay=spide_weight_decay(400), **CIFAR),
     "spide_cifarnet_f": Recipe("spide_cifarnet_f", "cifar10", weight_decay=spide_weight_decay(400), **CIFAR),
+    # MPIS: the released code's settings (seed-code.md §4.5; the paper gives none), 500 epochs cut
+    # to 100 (the learning rate is 1e-4 of its start by then); warmup 500 iterations
+    "mpis_fmnist": Recipe("mpis_fmnist", "fashion_mnist", learning_rate=0.1, milestones=(15, 50), warmup_steps=500),
+    "mpis_nmnist": Recipe("mpis_nmnist", "nmnist", learning_rate=0.1, milestones=(15, 50), warmup_steps=500),
+    "mpis_cifar10": Recipe("mpis_cifar10", "cifar10", learning_rate=0.01, milestones=(15, 40, 80), warmup_steps=500),
+    "mpis_cifar100": Recipe("mpis_cifar100", "cifar100", learning_rate=0.01, milestones=(15, 40, 80), warmup_steps=500),
+    "mpis_cifar10_large": Recipe("mpis_cifar10_large", "cifar10", learning_rate=0.01, milestones=(15, 40, 80),
+                                warmup_steps=500),
+    "mpis_cifar100_large": Recipe("mpis_cifar100_large", "cifar100", learning_rate=0.01, milestones=(15, 40, 80),
+                                 warmup_steps=500),
     "spide_cifarnet_f_cifar100": Recipe("spide_cifarnet_f", "cifar100", {"num_classes": 100, "backward_scale": 500.0},
                                         weight_decay=spide_weight_decay(500), **CIFAR),
 }
