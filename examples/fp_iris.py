@@ -3,6 +3,7 @@ scikit-learn's bundled copy of Fisher's iris data, over several seeded 80/20 spl
 
     python examples/fp_iris.py                 # 5 splits (seeds 0-4), 50 epochs each
     python examples/fp_iris.py --encoding mirrored          # (x, 1 - x) coding, 8-10-3
+    python examples/fp_iris.py --encoding reference --epochs 100   # paper coding + a reference spike, 5-10-3
     python examples/fp_iris.py --splits 1 --epochs 10      # quick check
 
 Encoding (paper): each feature n fires once at t = T (1 - (n - min n) / (max n - min n)),
@@ -21,7 +22,9 @@ v and 1 - v, coded like Yin-Yang: t = v (T - t_early) + t_early with T = 2, t_ea
 paper's coding every feature moves its spike the same way, and a network without a
 reference spike responds to a common shift of all inputs by (almost) the same shift of
 all outputs, which is exactly how versicolor and virginica differ; the mirrored pair
-breaks that symmetry.
+breaks that symmetry. `--encoding reference` (not in the paper either) keeps the paper's
+coding on T = 2 and adds a fifth input firing at T / 2, a time reference like Yin-Yang's
+bias spike (5-10-3, same settings as mirrored).
 """
 
 import argparse
@@ -40,6 +43,7 @@ ENCODINGS = {
     # name: (inputs, t_max, hidden init, tau0)
     "paper": (4, 16.0, (3.0, 1.0), 1.0),
     "mirrored": (8, 2.0, (1.5, 0.8), 0.2),
+    "reference": (5, 2.0, (1.5, 0.8), 0.2),
 }
 
 
@@ -53,6 +57,9 @@ def iris_times(horizon, encoding="paper"):
     v = (features - low) / (high - low)  # min/max over the whole data set (paper)
     if encoding == "paper":
         return horizon * (1.0 - v), data.target.astype(np.int64)
+    if encoding == "reference":  # the paper's coding plus a fifth input firing at T / 2
+        times = np.concatenate([1.0 - v, np.full((len(v), 1), 0.5)], axis=1)
+        return horizon * times, data.target.astype(np.int64)
     return horizon * np.concatenate([v, 1.0 - v], axis=1), data.target.astype(np.int64)
 
 
