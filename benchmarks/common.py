@@ -1,7 +1,10 @@
 """Helpers shared by the benchmark scripts: median timing and PNG figures."""
 
+import json
 import os
 import statistics
+import subprocess
+import sys
 import time
 
 
@@ -37,3 +40,23 @@ def save(fig, path):
     fig.savefig(path, dpi=120)
     plt.close(fig)
     print(f"plot: {path}")
+
+
+def run_worker(script, arguments, steps, identity):
+    """Run `script --worker ARGUMENTS --steps STEPS` in a fresh process (its own allocator)
+    and return the JSON dict it prints last, or `identity` with an "error" entry."""
+    out = subprocess.run([sys.executable, script, "--worker", *map(str, arguments), "--steps", str(steps)],
+                         capture_output=True, text=True)
+    if out.returncode:
+        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
+        return {**identity, "error": tail[:200]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def xla_temp_bytes(model, x, y):
+    """JAX: the temporary buffer bytes of the model's compiled train step (XLA memory analysis)."""
+    import jax
+
+    state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+             [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
+    return jax.jit(model.train_step).lower(state, (x, y)).compile().memory_analysis().temp_size_in_bytes

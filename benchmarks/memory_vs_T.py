@@ -27,11 +27,12 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+sys.path.insert(0, HERE)
+from common import run_worker, xla_temp_bytes  # noqa: E402
 
 
 def build(model_name, time_steps, gradient):
@@ -91,13 +92,8 @@ def worker(model_name, gradient, time_steps, steps):
         result["peak_bytes"] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - baseline
         result["peak_source"] = "TF allocator peak"
     else:
-        import jax
-
         model.train_on_batch(x, y)
-        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-                 [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
-        compiled = jax.jit(model.train_step).lower(state, (x, y)).compile()
-        result["peak_bytes"] = compiled.memory_analysis().temp_size_in_bytes
+        result["peak_bytes"] = xla_temp_bytes(model, x, y)
         result["peak_source"] = "XLA temp bytes"
         for _ in range(steps - 1):
             model.train_on_batch(x, y)
@@ -106,12 +102,8 @@ def worker(model_name, gradient, time_steps, steps):
 
 
 def run(model_name, gradient, time_steps, steps):
-    out = subprocess.run([sys.executable, __file__, "--worker", model_name, gradient, str(time_steps), "--steps", str(steps)],
-                         capture_output=True, text=True)
-    if out.returncode:
-        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
-        return {"model": model_name, "gradient": gradient, "time_steps": time_steps, "error": tail[:200]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, (model_name, gradient, time_steps), steps,
+                      {"model": model_name, "gradient": gradient, "time_steps": time_steps})
 
 
 def main(argv=None):

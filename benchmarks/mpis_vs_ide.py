@@ -20,11 +20,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import run_worker, xla_temp_bytes  # noqa: E402
+
 STEPS_PER_EPOCH = 469
 ROWS = [("f400", "ide"), ("mpis", "ide"), ("mpis", "one_step")]
 
@@ -67,21 +69,13 @@ def worker(model_name, gradient, time_steps, steps):
     if tracking:
         result["peak_bytes"] = tf.config.experimental.get_memory_info("CPU:0")["peak"] - baseline
     else:
-        import jax
-
-        state = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
-                 [v.value for v in model.optimizer.variables], [v.value for v in model.metrics_variables])
-        result["peak_bytes"] = jax.jit(model.train_step).lower(state, (x, y)).compile().memory_analysis().temp_size_in_bytes
+        result["peak_bytes"] = xla_temp_bytes(model, x, y)
     print(json.dumps(result))
 
 
 def run(model_name, gradient, time_steps, steps):
-    out = subprocess.run([sys.executable, __file__, "--worker", model_name, gradient, str(time_steps), "--steps", str(steps)],
-                         capture_output=True, text=True)
-    if out.returncode:
-        tail = (out.stderr.strip().splitlines() or ["?"])[-1]
-        return {"model": model_name, "gradient": gradient, "T": time_steps, "error": tail[:200]}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(__file__, (model_name, gradient, time_steps), steps,
+                      {"model": model_name, "gradient": gradient, "T": time_steps})
 
 
 def main(argv=None):

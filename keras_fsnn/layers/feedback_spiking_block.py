@@ -26,6 +26,7 @@ from keras_fsnn.diagnostics import FIELDS, BackwardReport
 from keras_fsnn.layers.frobenius_norm import FrobeniusNormRestriction
 from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
 from keras_fsnn.layers.stages import (
+    average_input,
     build_stage,
     call_takes_training,
     check_stage,
@@ -334,12 +335,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                              masks[index] if masks else None, training)
 
     def _average_input(self, x):
-        """x_bar: the input itself (static) or the (lambda-weighted) mean of the frames."""
-        if self.input_type == "static":
-            return x
-        weights = self.neuron.time_weights(self.time_steps)
-        weights = ops.reshape(weights / ops.sum(weights), (1, self.time_steps) + (1,) * (len(x.shape) - 2))
-        return ops.sum(x * weights, axis=1)
+        return average_input(x, self.input_type, self.neuron, self.time_steps)
 
     def _feedback_current(self, params, spikes, masks):
         """W^1 applied to the last layer's spikes (0 without a feedback)."""
@@ -415,7 +411,6 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         """SPIDE (paper 002 §4.2): the stage currents on the saved rates, whose gradients the
         spiking backward stage supplies (see gradients.SpikeBasedImplicitDifferentiation).
         Currents are taken without the dropout mask: Algorithm 2's weight gradients omit it."""
-        n = len(self.forward)
         inputs = [x_bar] + rates[:-1] + ([rates[-1]] if self.feedback is not None else [])
         currents = [self._current(i, params, inputs[i], [])[0] for i in range(len(self._stages))]
         operands = (rates, frozen, masks)

@@ -39,6 +39,7 @@ from keras import ops
 from keras_fsnn import backend, gradients, neurons, validation
 from keras_fsnn.diagnostics import BackwardReport
 from keras_fsnn.layers.stages import (
+    average_input,
     build_stage,
     call_takes_training,
     check_stage,
@@ -242,12 +243,7 @@ class ImplicitStreams(keras.layers.Layer):
         raise KeyError(layer.name)
 
     def _average_input(self, x):
-        """x_bar: the image itself (static) or the (lambda-weighted) mean of the frames."""
-        if self.input_type == "static":
-            return x
-        weights = self.neuron.time_weights(self.time_steps)
-        weights = ops.reshape(weights / ops.sum(weights), (1, self.time_steps) + (1,) * (len(x.shape) - 2))
-        return ops.sum(x * weights, axis=1)
+        return average_input(x, self.input_type, self.neuron, self.time_steps)
 
     def _inputs(self, x):
         """What each stream's input stage sees: x for stream 1, zeros for the others."""

@@ -45,6 +45,17 @@ def read_float32(variable):
     return ops.cast(value, "float32") if "float" in str(value.dtype) else value
 
 
+def average_input(x, input_type, neuron, time_steps):
+    """x_bar, what the fixed-point map sees: the input itself (input_type "static") or the
+    mean of the frames of a (batch, T, ...) sequence, weighted by lambda^(T-1-t) for LIF
+    (paper 000 §4.1: the weighted average input the rates converge with)."""
+    if input_type == "static":
+        return x
+    weights = neuron.time_weights(time_steps)
+    weights = ops.reshape(weights / ops.sum(weights), (1, time_steps) + (1,) * (len(x.shape) - 2))
+    return ops.sum(x * weights, axis=1)
+
+
 def sample_norm(x):
     return ops.sqrt(ops.sum(ops.square(ops.reshape(x, (ops.shape(x)[0], -1))), axis=-1))
 
