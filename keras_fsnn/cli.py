@@ -24,13 +24,17 @@ def _add_model_flags(parser):
     parser.add_argument("--solver-steps", type=int)
     parser.add_argument("--bn-statistics", choices=["paper", "released_code"],
                         help="batch-norm statistics: the paper's (default) or the released code's")
+    parser.add_argument("--gradient", choices=["ide", "one_step", "bptt", "spide"],
+                        help="backward mode (default: the model's; MPIS: one_step = the released code's)")
+    parser.add_argument("--rates", choices=["average", "first_step"],
+                        help="MPIS models: average rates (paper) or first-step spikes (released code)")
     parser.add_argument("--backward-time-steps", type=int, help="SPIDE models: T_B of the spiking backward stage")
     parser.add_argument("--backward-scale", type=float, help="SPIDE models: the loss scale s (gain on dL/da)")
 
 
 def _model_overrides(args):
     names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps", "bn_statistics",
-             "backward_time_steps", "backward_scale"]
+             "gradient", "rates", "backward_time_steps", "backward_scale"]
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
