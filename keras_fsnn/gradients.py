@@ -204,15 +204,14 @@ class SpikeBasedImplicitDifferentiation:
                     current = rho * transposes[layer](masks[layer + 1] * spikes[layer + 1])
                 potentials[layer], s = neuron.step(potentials[layer], current)
                 spikes[layer] = value * s
-                totals[layer] = totals[layer] * neuron.leak + spikes[layer] if neuron.leak != 1.0 else totals[layer] + spikes[layer]
+                totals[layer] = neuron.accumulate(totals[layer], spikes[layer])
                 count = count + ops.sum(ops.abs(s))
             return potentials, totals, spikes[0], count
 
         state = ([neuron.initial_state(z) for z in zeros], list(zeros), zeros[0], ops.zeros((), "float32"))
         _, totals, _, count = backend.time_loop(self.time_steps, body, state)
-        normaliser = float(self.time_steps) if neuron.leak == 1.0 else (1.0 - neuron.leak**self.time_steps) / (1.0 - neuron.leak)
         neurons_total = sum(ops.cast(ops.size(m), "float32") for m in masks) * self.time_steps
-        return [total / normaliser for total in totals], count / neurons_total
+        return [total / neuron.normaliser(self.time_steps) for total in totals], count / neurons_total
 
     def residual(self, beta_last, g, transposes, masks, rho):
         """Mean relative residual ||beta^N - g - J^T beta^N|| / ||g|| of the adjoint equation."""

@@ -95,7 +95,7 @@ class LIF(NeuronModel):
 NEURONS = {"if": IF, "lif": LIF}
 
 
-class TernaryNeuron:
+class TernaryNeuron(NeuronModel):
     """The ternary spiking neuron of paper 002 §4.1, eq. 6, with leak lambda (1 for IF):
 
         u[t+1/2] = lambda * u[t] + I[t]
@@ -126,20 +126,24 @@ class TernaryNeuron:
                 "Argument `threshold` must be greater than `resting_potential` (the reset subtracts "
                 f"threshold - resting_potential > 0); received threshold={threshold!r}, "
                 f"resting_potential={resting_potential!r}.")
-        self.leak = validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
+        super().__init__(validation.number("leak", leak, low=0.0, high=1.0, low_open=True), self.threshold,
+                         self.resting_potential)
         self.realisation = validation.choose("realisation", realisation, TERNARY_REALISATIONS)
-
-    @property
-    def reset_amount(self):
-        return self.threshold - self.resting_potential
 
     def initial_state(self, zeros):
         """Membrane state at t = 0: the potential (direct) or the pair stacked on a new
         leading axis (coupled)."""
         return zeros if self.realisation == "direct" else ops.stack([zeros, zeros])
 
-    def step(self, state, current):
-        """One step: returns the new state and the ternary spikes (-1., 0., +1.)."""
+    name = "ternary"
+
+    def rate_map(self, current):
+        """clamp(z / (V_th - u_rest), -1, 1): the average spike value for average current z."""
+        return ops.clip(current / self.reset_amount, -1.0, 1.0)
+
+    def step(self, state, current, spike=None):
+        """One step: returns the new state and the ternary spikes (-1., 0., +1.). The
+        (weighted) spike average uses the inherited `accumulate` / `normaliser`."""
         if self.realisation == "direct":
             potential = state
             potential = potential * self.leak + current if self.leak != 1.0 else potential + current

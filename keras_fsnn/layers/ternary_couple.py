@@ -78,7 +78,7 @@ class TernaryCouple(keras.layers.Layer):
         _, (_, spikes) = ops.scan(step, (neuron.initial_state(zeros), zeros), time_major)
         if self.output_mode == "spikes":
             return ops.moveaxis(spikes, 0, 1)
-        weights = ops.power(neuron.leak, ops.cast(ops.arange(steps - 1, -1, -1), "float32"))
+        weights = neuron.time_weights(steps)
         weights = ops.reshape(weights / ops.sum(weights), (steps,) + (1,) * (len(spikes.shape) - 1))
         return ops.sum(spikes * weights, axis=0)
 
