@@ -17,6 +17,7 @@ Weights are checked against their sha256 before loading. A preset that has not b
 trained says so in `list()` and its card, and `load` refuses it unless `weights=None`.
 """
 
+import csv
 import hashlib
 import json
 import os
@@ -202,11 +203,28 @@ def export_run(run_dir, folder, data_dir=None):
         "machine": result.get("machine", ""),
         "trained": run.get("started", ""),
     }
+    if block.backward.name == "spide":
+        metadata["backward"] = spike_backward_summary(block, run_dir)
     metadata = save_preset(model, folder, recipe.architecture, arguments, metadata)
     check = evaluate(folder, data_dir=data_dir or run.get("data_dir"), limit=SLICE)
     metadata["test_slice"] = {"examples": check["examples"], "accuracy": check["accuracy"]}
     _write_json(os.path.join(folder, "metadata.json"), metadata)
     return metadata
+
+
+def spike_backward_summary(block, run_dir):
+    """A SPIDE preset's backward stage (paper 002 §4.2) and the backward firing rate of
+    its last training epoch (the last row of the run's log.csv)."""
+    backward = block.backward
+    summary = {"gradient": "spide", "time_steps": backward.time_steps, "threshold": backward.neuron.threshold,
+               "resting_potential": backward.neuron.resting_potential, "scale": backward.scale}
+    log = os.path.join(run_dir, "log.csv")
+    if os.path.isfile(log):
+        with open(log) as f:
+            rows = [row for row in csv.DictReader(f)]  # (`list` is zoo.list here)
+        if rows and "fsnn/backward_firing_rate" in rows[-1]:
+            summary["firing_rate_last_epoch"] = float(rows[-1]["fsnn/backward_firing_rate"])
+    return summary
 
 
 def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=256, time_steps=None):
@@ -245,6 +263,7 @@ def model_card(name, metadata, arguments):
         f"| paper | {metadata.get('paper_result', '')} |",
         f"| average firing rate | {rates} |",
         f"| equilibrium residual at T | {metadata.get('residual_at_T', float('nan')):.4f} |",
+        *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
         f"| machine | {metadata.get('machine', '')} |",
         f"| weights sha256 | `{metadata['weights_sha256']}` |",
@@ -264,6 +283,15 @@ def model_card(name, metadata, arguments):
         "",
     ]
     return "\n".join(lines)
+
+
+def _backward_rows(backward):
+    if not backward:
+        return []
+    rate = backward.get("firing_rate_last_epoch")
+    return [f"| backward (training) | SPIDE: T_B = {backward['time_steps']} steps of ternary neurons, "
+            f"V_th^b = {backward['threshold']}, u_rest^b = {backward['resting_potential']}, scale s = {backward['scale']}"
+            + (f"; backward firing rate {rate:.4f} in the last epoch" if rate is not None else "") + " |"]
 
 
 def sha256(path):

@@ -151,3 +151,37 @@ def test_training_runs_on_jax_without_tensorflow_installed(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "accuracy" in result.stdout
     assert json.load(open(tmp_path / "run" / "run.json"))["pipeline"] == "numpy"
+
+
+@pytest.mark.parametrize("name, dataset, overrides", [
+    ("fsnn_fmnist", "fashion_mnist", {"time_steps": 3}),
+    ("spide_mnist", "mnist", {"time_steps": 3, "backward_time_steps": 5}),
+])
+def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset, overrides):
+    from keras_fsnn import zoo
+
+    root = shared_data(dataset)
+    run = tmp_path / "run"
+    result = train(name, output_dir=str(run), data_dir=root, epochs=1, limit=128, batch_size=64, verbose=0,
+                   model_overrides=overrides)
+    with pytest.raises(zoo.PresetError, match="trained on a subset"):
+        zoo.export_run(str(run), str(tmp_path / "refused"))
+    record = json.load(open(run / "run.json"))
+    json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
+
+    metadata = zoo.export_run(str(run), str(tmp_path / name))
+    assert metadata["test_accuracy"] == result["accuracy"] and metadata["test_slice"]["examples"] == zoo.SLICE
+    assert metadata["weights_sha256"] == zoo.sha256(str(tmp_path / name / zoo.WEIGHTS_FILE))
+    assert metadata["time_steps"] == 3 and metadata["epochs"] == 1
+    preset = zoo.load(str(tmp_path / name))
+    trained = keras.saving.load_model(run / "model.keras", compile=False)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(preset(x)), keras.ops.convert_to_numpy(trained(x)))
+    card = (tmp_path / name / "README.md").read_text()
+    assert f"**{100 * result['accuracy']:.2f}%**" in card
+    if name.startswith("spide"):
+        backward = metadata["backward"]
+        assert backward["time_steps"] == 5 and backward["scale"] == 100.0 and 0 <= backward["firing_rate_last_epoch"] <= 1
+        assert "T_B = 5 steps of ternary neurons" in card
+    else:
+        assert "backward" not in metadata and "ternary" not in card
