@@ -197,7 +197,11 @@ class SpikeBasedImplicitDifferentiation:
             potentials, totals = list(potentials), list(totals)
             current = g
             if transposes[-1] is not None:
-                current = current + rho * transposes[-1](masks[0] * first_spikes)
+                # Summed as a reduction, not `g + ...`: TensorFlow's grappler merges the add
+                # tree potential + g + feedback into one AddN, rewrites a large AddN inside a
+                # loop into a temporary variable, and the second training step then fails
+                # with AlreadyExistsError (TF graph mode, batch >= ~64).
+                current = ops.sum(ops.stack([g, rho * transposes[-1](masks[0] * first_spikes)]), axis=0)
             spikes = [None] * n
             for layer in range(n - 1, -1, -1):
                 if layer < n - 1:

@@ -273,6 +273,20 @@ def test_spide_model_trains_under_xla_and_round_trips(tmp_path):
     assert config["gradient"] == "spide" and config["backward_time_steps"] == 50 and config["frobenius_norm"]
 
 
+def test_spide_mnist_trains_repeatedly_in_graph_mode_at_full_batch():
+    """The recipe's graph-mode (jit_compile=False) training at batch 128: grappler used to
+    turn the last layer's input sum into a temporary variable that collided from the second
+    step on (AlreadyExistsError), so only the first step ran."""
+    model = spide_mnist(time_steps=2, backward_time_steps=3)
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (128, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 10, 128)
+    losses = [float(np.ravel(model.train_on_batch(x, y))[0]) for _ in range(3)]
+    assert np.all(np.isfinite(losses))
+
+
 def test_per_stage_dropout_masks_only_the_chosen_stages():
     block = dense_block(layers=(16, 12), dropout=[0.0, 0.5, 0.0], seed=0)
     block.build((None, 20))
