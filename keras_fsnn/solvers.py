@@ -85,7 +85,17 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     The quasi-Newton root finder of the DEQ line of work that IDE uses (paper 000 §3.2,
     F.3.2: "Broyden's method ... with the threshold as 30"). The inverse Jacobian of G is
     approximated per sample as H = -I + sum_k u_k v_k^T, with the `memory` most recent
-    rank-one ("good Broyden") updates; each step y <- y - H G(y) costs one J^T product.
+    rank-one ("good Broyden") updates in a ring buffer; each step y <- y - H G(y) costs one
+    J^T product.
+
+    With dy = the last step, dG = G(y + dy) - G(y), v = H^T dy and u = (dy - H dG) / (v . dG),
+    the update H' = H + u v^T - u_o v_o^T (u_o, v_o: the pair it evicts) gives the next step
+    without another pass over the history, because H G(y) = -dy:
+
+        -H' G(y + dy) = dy - H dG - u (v . G(y + dy)) + u_o (v_o . G(y + dy)).
+
+    So an iteration reads the (batch, memory, size) history twice per factor (for v and
+    H dG) and writes one slot of each, instead of re-reading and rebuilding it.
     """
     shape = ops.shape(rhs)
     g = _per_sample(rhs)
@@ -101,6 +111,9 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     def times_h(us, vs, x):  # x^T H
         return -x + ops.einsum("bmd,bm->bd", vs, ops.einsum("bmd,bd->bm", us, x))
 
+    def dot(a, b):
+        return ops.sum(a * b, axis=-1, keepdims=True)
+
     def cond(i, y, gy, step, us, vs, best, best_residual):
         return ops.logical_and(ops.less(i, steps), ops.greater(ops.max(best_residual), tol))
 
@@ -112,15 +125,19 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
 
         d_gy = gy_new - gy
         v = times_h(us, vs, step)
-        denominator = ops.sum(v * d_gy, axis=-1, keepdims=True)
+        h_d_gy = h_times(us, vs, d_gy)
+        denominator = dot(v, d_gy)
         usable = ops.logical_and(ops.greater(ops.abs(denominator), _TINY), ops.isfinite(denominator))
         safe_denominator = ops.where(usable, denominator, 1.0)
-        u = ops.where(usable, (step - h_times(us, vs, d_gy)) / safe_denominator, 0.0)
+        u = ops.where(usable, (step - h_d_gy) / safe_denominator, 0.0)
         v = ops.where(usable, v, 0.0)
-        slot = ops.one_hot(ops.mod(i, memory), memory, dtype=u.dtype)[None, :, None]
-        us = us * (1.0 - slot) + u[:, None, :] * slot
-        vs = vs * (1.0 - slot) + v[:, None, :] * slot
-        return i + 1, y_new, gy_new, -h_times(us, vs, gy_new), us, vs, best, best_residual
+        slot = [0, ops.mod(i, memory), 0]
+        u_old = ops.squeeze(ops.slice(us, slot, (batch, 1, size)), 1)
+        v_old = ops.squeeze(ops.slice(vs, slot, (batch, 1, size)), 1)
+        us = ops.slice_update(us, slot, u[:, None, :])
+        vs = ops.slice_update(vs, slot, v[:, None, :])
+        step_new = step - h_d_gy - u * dot(v, gy_new) + u_old * dot(v_old, gy_new)
+        return i + 1, y_new, gy_new, step_new, us, vs, best, best_residual
 
     batch, size = ops.shape(g)[0], ops.shape(g)[1]
     zeros = ops.zeros_like(g)
