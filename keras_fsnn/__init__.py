@@ -15,6 +15,7 @@ from keras_fsnn import (
     neurons,
     solvers,
     training,
+    zoo,
 )
 from keras_fsnn.layers import (
     FeedbackSpikingBlock,
@@ -42,4 +43,5 @@ __all__ = [
     "neurons",
     "solvers",
     "training",
+    "zoo",
 ]

@@ -4,6 +4,8 @@ weights, and trained presets that reproduce their recorded accuracy."""
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -52,6 +54,13 @@ def test_list_names_every_preset_and_its_status():
     for entry in entries.values():
         trained = entry["metadata"].get("status") == "trained"
         assert entry["status"].startswith("trained:" if trained else "not trained yet")
+
+
+def test_zoo_is_reachable_from_the_package_as_the_readme_shows():
+    """`import keras_fsnn; keras_fsnn.zoo.load(...)` in a fresh interpreter."""
+    code = "import keras_fsnn; print(len(keras_fsnn.zoo.list()), callable(keras_fsnn.zoo.load))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert int(out[-2]) == len(zoo.list()) and out[-1] == "True"
 
 
 def test_unknown_name_lists_the_known_ones():
