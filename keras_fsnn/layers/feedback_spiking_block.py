@@ -26,6 +26,7 @@ from keras_fsnn.diagnostics import FIELDS, BackwardReport
 from keras_fsnn.layers.frobenius_norm import FrobeniusNormRestriction
 from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
 from keras_fsnn.layers.stages import (
+    SIMULATION_DTYPES,
     average_input,
     build_stage,
     call_takes_training,
@@ -95,6 +96,12 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "sequence" (`(batch, T, ...)`: frame t drives step t; its average, weighted by
             lambda^(T-1-t) for LIF, is x_bar).
         seed: seed of the dropout masks.
+        simulation_dtype: "float32" (default) or "bfloat16": the precision of the
+            per-step currents of the spike simulations (the T-step forward simulation and
+            SPIDE's spiking backward stage). Spikes are exact in bfloat16, and on hardware
+            with bfloat16 matrix units (recent x86 CPUs, GPUs) the simulation runs several
+            times faster; potentials, rates, the fixed-point map and the adjoint solve stay
+            float32. Not for gradient="bptt", which differentiates the simulation itself.
 
     Batch norm (paper 000 F.2): inside the spiking simulation every stage runs in inference
     mode (stored statistics); the differentiable evaluation of f runs in the call's mode,
@@ -143,6 +150,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         backward_threshold=None,
         backward_resting_potential=None,
         backward_scale=None,
+        simulation_dtype="float32",
         **kwargs,
     ):
         # Spike counts and membrane potentials need float32 (bfloat16 counts exactly only
@@ -195,6 +203,12 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                         "norm (paper 002 §4.4: batch statistics are not available to neuromorphic hardware, and the "
                         "spiking backward stage cannot train them). Remove it or use gradient='ide'.")
         self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
+        self.simulation_dtype = validation.choose("simulation_dtype", simulation_dtype, SIMULATION_DTYPES)
+        if self.simulation_dtype != "float32" and self.backward.through_time:
+            raise ValueError(
+                f"simulation_dtype={simulation_dtype!r} runs the spike simulation in low precision, but "
+                "gradient='bptt' differentiates through that simulation; use simulation_dtype='float32' with "
+                "gradient='bptt'.")
         self.bn_statistics = validation.choose("bn_statistics", bn_statistics, BN_STATISTICS)
         if self.bn_statistics == "released_code" and self.input_type == "sequence":
             raise ValueError(
@@ -229,6 +243,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             "input_type": self.input_type,
             "bn_statistics": self.bn_statistics,
             "seed": seed,
+            "simulation_dtype": self.simulation_dtype,
         }
         self._takes_training = [call_takes_training(layer) for layer in self._stages]
         self.norm_restriction = None
@@ -329,19 +344,19 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             masks.append(ops.cast(ops.less(noise, keep), "float32") / keep)
         return masks
 
-    def _current(self, index, params, inputs, masks, training=False):
+    def _current(self, index, params, inputs, masks, training=False, compute_dtype="float32"):
         """Output current of stage `index` (the feedback is index N), in float32."""
         return stage_current(self._stages[index], self._takes_training[index], params[index], inputs,
-                             masks[index] if masks else None, training)
+                             masks[index] if masks else None, training, compute_dtype)
 
     def _average_input(self, x):
         return average_input(x, self.input_type, self.neuron, self.time_steps)
 
-    def _feedback_current(self, params, spikes, masks):
+    def _feedback_current(self, params, spikes, masks, compute_dtype="float32"):
         """W^1 applied to the last layer's spikes (0 without a feedback)."""
         if self.feedback is None:
             return 0.0
-        return self._current(len(self.forward), params, spikes, masks)[0]
+        return self._current(len(self.forward), params, spikes, masks, compute_dtype=compute_dtype)[0]
 
     def fixed_point_map(self, a_last, x_bar, params, masks, training=False):
         """f(a^N) = f_N o ... o f_2(f_1(a^N, x_bar)) and the stages' state updates."""
@@ -366,6 +381,7 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         n = len(self.forward)
         neuron = self.neuron
         batch = ops.shape(x)[0]
+        dtype = "float32" if spike is not None else self.simulation_dtype
         zeros = [ops.zeros((batch,) + tuple(shape[1:]), "float32") for shape in self._stage_shapes[:n]]
         static_current = None
         if self.input_type == "static":
@@ -379,13 +395,13 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             if static_current is not None:
                 current = static_current
             else:
-                current, _ = self._current(0, params, ops.take(x, t, axis=1), masks)
-            feedback = self._feedback_current(params, last_spikes, masks)
+                current, _ = self._current(0, params, ops.take(x, t, axis=1), masks, compute_dtype=dtype)
+            feedback = self._feedback_current(params, last_spikes, masks, dtype)
             new_potentials, new_counts = [], []
             spikes = None
             for index in range(n):
                 if index > 0:
-                    current, _ = self._current(index, params, spikes, masks)
+                    current, _ = self._current(index, params, spikes, masks, compute_dtype=dtype)
                 potential, spikes = neuron.step(potentials[index], current + feedback if index == 0 else current, spike)
                 new_potentials.append(potential)
                 new_counts.append(neuron.accumulate(counts[index], spikes))
@@ -422,9 +438,10 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         transposed connection is the vector-Jacobian product of a (linear) stage."""
         rates, params, masks = operands
         n = len(self.forward)
+        dtype = self.simulation_dtype
 
         def transpose(index, at):
-            return backend.vjp(lambda a: self._current(index, params, a, masks)[0], at)[1]
+            return backend.vjp(lambda a: self._current(index, params, a, masks, compute_dtype=dtype)[0], at)[1]
 
         transposes = [transpose(index, rates[index - 1]) for index in range(1, n)]
         transposes.append(transpose(n, rates[-1]) if self.feedback is not None else None)

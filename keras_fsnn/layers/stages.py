@@ -12,10 +12,22 @@ from keras import ops
 from keras_fsnn import backend
 
 
-def stage_current(stage, takes_training, params, inputs, mask=None, training=False):
+SIMULATION_DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
+
+
+def stage_current(stage, takes_training, params, inputs, mask=None, training=False, compute_dtype="float32"):
     """The output current of `stage` on `inputs` with parameters `params` = (trainable,
     non-trainable), in float32, times the dropout `mask` if given; and the stage's state
-    updates (batch-norm moving statistics in training)."""
+    updates (batch-norm moving statistics in training).
+
+    compute_dtype="bfloat16" runs the stage's own ops (conv, dense, batch norm in inference)
+    in bfloat16, as under Keras's "mixed_bfloat16" policy: the float32 parameters and inputs
+    are cast on the way in, the current comes back as float32. Meant for the spike
+    simulations, whose inputs (0/1 or -1/0/+1 spikes) bfloat16 holds exactly; it returns no
+    state updates (inference only).
+    """
+    if compute_dtype != "float32":
+        return _low_precision_current(stage, takes_training, params, inputs, mask, compute_dtype), []
     trainable, non_trainable = params
     kwargs = {"training": training} if takes_training else {}
     current, updates = stage.stateless_call(trainable, non_trainable, inputs, **kwargs)
@@ -23,6 +35,25 @@ def stage_current(stage, takes_training, params, inputs, mask=None, training=Fal
     if mask is not None:
         current = current * mask
     return current, updates
+
+
+def _low_precision_current(stage, takes_training, params, inputs, mask, compute_dtype):
+    # The stage (and every layer inside it) is called through `__call__` under a mixed
+    # policy, so Keras casts its inputs and autocasts its float32 variables, here mapped to
+    # `params`, to `compute_dtype`; the stage's own policy is restored afterwards.
+    layers = stage._flatten_layers(include_self=True, recursive=True)
+    policies = [layer.dtype_policy for layer in layers]
+    mapping = list(zip(stage.trainable_variables + stage.non_trainable_variables, params[0] + params[1]))
+    try:
+        for layer in layers:
+            layer.dtype_policy = f"mixed_{compute_dtype}"
+        with keras.StatelessScope(state_mapping=mapping):
+            current = stage(inputs, training=False) if takes_training else stage(inputs)
+    finally:
+        for layer, policy in zip(layers, policies):
+            layer.dtype_policy = policy
+    current = ops.cast(current, "float32")
+    return current * mask if mask is not None else current
 
 
 def stage_parameters(stage):
