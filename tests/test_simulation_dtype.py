@@ -96,3 +96,22 @@ def test_simulation_dtype_is_checked_at_construction():
         conv_block("float16")
     with pytest.raises(ValueError, match=r"simulation_dtype='bfloat16'.*gradient='bptt'"):
         conv_block("bfloat16", gradient="bptt")
+
+
+def test_implicit_streams_with_a_bfloat16_simulation_match_float32():
+    from test_implicit_streams import data, two_streams
+
+    a, b = two_streams(return_all=True), two_streams(return_all=True, simulation_dtype="bfloat16")
+    for va, vb in zip(a.weights, b.weights):
+        vb.assign(va)
+    x = data(batch=6)
+    rates_a = [np.asarray(r) for stream in a.simulate(x, record_residuals=False)["rates"] for r in stream]
+    rates_b = [np.asarray(r) for stream in b.simulate(x, record_residuals=False)["rates"] for r in stream]
+    for ra, rb in zip(rates_a, rates_b):
+        assert np.mean(np.abs(ra - rb)) < 0.01
+    assert not all(np.array_equal(ra, rb) for ra, rb in zip(rates_a, rates_b))
+    c = [np.random.default_rng(7).normal(size=(6,) + tuple(o.shape[1:])).astype("float32") for o in a(x)]
+    grads = [value_and_grads(lambda s=s: sum(ops.sum(o * w) for o, w in zip(s(x, training=True), c)),
+                             s.trainable_weights)[1] for s in (a, b)]
+    assert cosine(grads[0], grads[1]) >= 0.99
+    assert b.get_config()["simulation_dtype"] == "bfloat16"

@@ -39,6 +39,7 @@ from keras import ops
 from keras_fsnn import backend, gradients, neurons, validation
 from keras_fsnn.diagnostics import BackwardReport
 from keras_fsnn.layers.stages import (
+    SIMULATION_DTYPES,
     average_input,
     build_stage,
     call_takes_training,
@@ -93,6 +94,9 @@ class ImplicitStreams(keras.layers.Layer):
         input_type: "static" (an image batch (batch, H, W, C), the same current every
             step) or "sequence" ((batch, T, H, W, C) spike frames, frame t driving step t
             of stream 1; f sees their (lambda-weighted) average, as in FeedbackSpikingBlock).
+        simulation_dtype: "float32" or "bfloat16", the precision of the per-step currents
+            of the spike simulation, as in FeedbackSpikingBlock (f and the adjoint stay
+            float32).
 
     Batch norm follows FeedbackSpikingBlock's paper mode: stored statistics inside the
     simulation, the call's mode in f (batch statistics in training, moving statistics
@@ -102,7 +106,7 @@ class ImplicitStreams(keras.layers.Layer):
     def __init__(self, inject, stages, transforms, downsample=(), upsample=(), fusion_layer=1, time_steps=30,
                  neuron="lif", leak=None, threshold=2.0, dropout=0.0, solver="broyden", solver_steps=30,
                  solver_tol=1e-5, gradient="ide", rates="average", output="map", return_all=False, seed=None,
-                 input_type="static", **kwargs):
+                 input_type="static", simulation_dtype="float32", **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         inject, stages, transforms = list(inject), [list(s) for s in stages], list(transforms)
@@ -149,12 +153,13 @@ class ImplicitStreams(keras.layers.Layer):
         self.output_mode = validation.choose("output", output, OUTPUTS)
         self.return_all = validation.boolean("return_all", return_all)
         self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
+        self.simulation_dtype = validation.choose("simulation_dtype", simulation_dtype, SIMULATION_DTYPES)
         self.seed = seed
         self._config = dict(fusion_layer=self.fusion_layer, time_steps=self.time_steps, neuron=self.neuron.name,
                             leak=self.neuron.leak, threshold=self.neuron.threshold, dropout=self.dropout,
                             solver=solver, solver_steps=solver_steps, solver_tol=solver_tol, gradient=gradient,
                             rates=self.rates, output=self.output_mode, return_all=self.return_all, seed=seed,
-                            input_type=self.input_type)
+                            input_type=self.input_type, simulation_dtype=self.simulation_dtype)
         # One flat list of stages; `_index` finds a stage's parameters and dropout mask.
         self._all = (inject + transforms + [layer for stream in stages for layer in stream]
                      + downsample + upsample)
@@ -212,9 +217,10 @@ class ImplicitStreams(keras.layers.Layer):
 
     # ------------------------------------------------------------------ pieces
 
-    def _current(self, layer, params, inputs, masks, training=False):
+    def _current(self, layer, params, inputs, masks, training=False, compute_dtype="float32"):
         k = self._index[id(layer)]
-        return stage_current(layer, self._takes_training[k], params[k], inputs, masks[k] if masks else None, training)
+        return stage_current(layer, self._takes_training[k], params[k], inputs, masks[k] if masks else None, training,
+                             compute_dtype)
 
     def _dropout_masks(self, batch, training):
         if not training or self.dropout == 0.0:
@@ -250,7 +256,7 @@ class ImplicitStreams(keras.layers.Layer):
         batch = ops.shape(x)[0]
         return [x] + [ops.zeros((batch,) + tuple(shape[1:]), "float32") for shape in self._zero_shapes[1:]]
 
-    def _network(self, first_currents, last, activate, params, masks, training=False):
+    def _network(self, first_currents, last, activate, params, masks, training=False, compute_dtype="float32"):
         """One pass through every stream from the last-layer activity `last` (a list per
         stream): layer 1 gets `first_currents[i]` + Trans_i(last_i); `activate(i, j,
         current)` turns layer j's current into its activity (spikes or rates). Returns the
@@ -259,7 +265,7 @@ class ImplicitStreams(keras.layers.Layer):
         updates = {}
 
         def run(layer, inputs):
-            current, stage_updates = self._current(layer, params, inputs, masks, training)
+            current, stage_updates = self._current(layer, params, inputs, masks, training, compute_dtype)
             updates[id(layer)] = stage_updates
             return current
 
@@ -326,8 +332,9 @@ class ImplicitStreams(keras.layers.Layer):
 
             currents = firsts
             if sequence:  # frame t drives stream 1; the other streams' inputs are constant
-                currents = [self._current(self.inject[0], params, ops.take(x, t, axis=1), masks)[0]] + firsts[1:]
-            spikes, _ = self._network(currents, last, activate, params, masks)
+                currents = [self._current(self.inject[0], params, ops.take(x, t, axis=1), masks,
+                                          compute_dtype=self.simulation_dtype)[0]] + firsts[1:]
+            spikes, _ = self._network(currents, last, activate, params, masks, compute_dtype=self.simulation_dtype)
             if first_step:  # the released code keeps the first step's spikes only
                 keep = ops.cast(ops.equal(t, 0), "float32")
                 new_counts = [[c + keep * s for c, s in zip(cs, ss)] for cs, ss in zip(counts, spikes)]
