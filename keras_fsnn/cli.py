@@ -71,6 +71,8 @@ def main(argv=None):
     evaluate.add_argument("--limit", type=int, help="evaluate on the first N test examples")
     evaluate.add_argument("--batch-size", type=int, default=256)
     evaluate.add_argument("--time-steps", type=int, help="simulate for T steps instead of the model's own")
+    evaluate.add_argument("--simulation-dtype", choices=["float32", "bfloat16"],
+                          help="simulate in this precision instead of the model's own")
 
     commands.add_parser("list", help="list the zoo presets and their status")
 
@@ -119,7 +121,8 @@ def main(argv=None):
         from keras_fsnn import zoo
 
         result = zoo.evaluate(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
-                              batch_size=args.batch_size, time_steps=args.time_steps)
+                              batch_size=args.batch_size, time_steps=args.time_steps,
+                              simulation_dtype=args.simulation_dtype)
         _print_result(args.name, result)
     elif args.command == "export":
         from keras_fsnn import zoo

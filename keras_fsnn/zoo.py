@@ -227,14 +227,17 @@ def spike_backward_summary(block, run_dir):
     return summary
 
 
-def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=256, time_steps=None):
-    """Test-set accuracy, per-layer firing rates and equilibrium residual of a preset."""
+def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=256, time_steps=None,
+             simulation_dtype=None):
+    """Test-set accuracy, per-layer firing rates and equilibrium residual of a preset;
+    `time_steps` / `simulation_dtype` simulate at another T / precision than the preset's."""
     from keras_fsnn import datasets
     from keras_fsnn.training import evaluate as evaluate_model
 
     folder = locate(name)
     metadata = _read_json(os.path.join(folder, "metadata.json"))
-    overrides = {"time_steps": time_steps} if time_steps else {}
+    overrides = {key: value for key, value in (("time_steps", time_steps), ("simulation_dtype", simulation_dtype))
+                 if value}
     if weights not in ("pretrained", None) and str(weights).endswith(".keras") and not overrides:
         import keras_fsnn  # noqa: F401
 
