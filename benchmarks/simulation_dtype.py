@@ -46,7 +46,7 @@ def conv_kernel(repeats):
     times = {}
     for dtype in DTYPES:
         xx, ww = ops.cast(x, dtype), ops.cast(w, dtype)
-        run = lambda: ops.convert_to_numpy(ops.conv(xx, ww, padding="same")[0, 0, 0, 0])  # noqa: E731
+        run = lambda: ops.convert_to_numpy(ops.cast(ops.conv(xx, ww, padding="same")[0, 0, 0, 0], "float32"))  # noqa: E731
         run()
         samples = []
         for _ in range(repeats):
