@@ -103,6 +103,7 @@ def main(argv=None):
     export.add_argument("run_dir")
     export.add_argument("--to", required=True, help="the preset folder to write, e.g. zoo/fsnn_fmnist")
     export.add_argument("--data-dir", help="dataset folder for the test-slice check (default: the run's)")
+    export.add_argument("--note", help="a remark for the model card (e.g. how the result compares with the target)")
 
     args = parser.parse_args(argv)
     if args.command == "train":
@@ -127,7 +128,7 @@ def main(argv=None):
     elif args.command == "export":
         from keras_fsnn import zoo
 
-        metadata = zoo.export_run(args.run_dir, args.to, data_dir=args.data_dir)
+        metadata = zoo.export_run(args.run_dir, args.to, data_dir=args.data_dir, note=args.note)
         print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
     elif args.command == "tune":
         from keras_fsnn.tuner.search import parse_setting

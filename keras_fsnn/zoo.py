@@ -164,10 +164,11 @@ def save_preset(model, folder, architecture, arguments, metadata, card=None):
 SLICE = 500  # the fixed test slice (first images of the test split) a preset records
 
 
-def export_run(run_dir, folder, data_dir=None):
+def export_run(run_dir, folder, data_dir=None, note=None):
     """Turn a finished `keras-fsnn train` run into a preset folder. The figures in the
     metadata and card are the run's own test evaluation (result.json, full test set), plus
-    the accuracy on the first `SLICE` test images (what the zoo tests re-check)."""
+    the accuracy on the first `SLICE` test images (what the zoo tests re-check); `note` is
+    a free-text remark for the card (e.g. how the result compares with the target)."""
     import keras_fsnn  # noqa: F401
     from keras_fsnn.training import get_recipe
 
@@ -202,7 +203,10 @@ def export_run(run_dir, folder, data_dir=None):
         "train_command": run.get("command") or "",
         "machine": result.get("machine", ""),
         "trained": run.get("started", ""),
+        "simulation_dtype": getattr(block, "simulation_dtype", "float32"),
     }
+    if note:
+        metadata["note"] = note
     if block.backward.name == "spide":
         metadata["backward"] = spike_backward_summary(block, run_dir)
     metadata = save_preset(model, folder, recipe.architecture, arguments, metadata)
@@ -268,6 +272,8 @@ def model_card(name, metadata, arguments):
         f"| equilibrium residual at T | {metadata.get('residual_at_T', float('nan')):.4f} |",
         *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
+        *([f"| simulation precision | {metadata['simulation_dtype']} currents (`simulation_dtype`), float32 state and "
+            "gradients |"] if metadata.get("simulation_dtype", "float32") != "float32" else []),
         f"| machine | {metadata.get('machine', '')} |",
         f"| weights sha256 | `{metadata['weights_sha256']}` |",
         "",
@@ -284,6 +290,7 @@ def model_card(name, metadata, arguments):
         "    import keras_fsnn",
         f"    model = keras_fsnn.zoo.load({name!r})   # input: images as floats in [0, 1]",
         "",
+        *([f"Note: {metadata['note']}", ""] if metadata.get("note") else []),
     ]
     return "\n".join(lines)
 

@@ -155,7 +155,7 @@ def test_training_runs_on_jax_without_tensorflow_installed(tmp_path):
 
 @pytest.mark.parametrize("name, dataset, overrides", [
     ("fsnn_fmnist", "fashion_mnist", {"time_steps": 3}),
-    ("spide_mnist", "mnist", {"time_steps": 3, "backward_time_steps": 5}),
+    ("spide_mnist", "mnist", {"time_steps": 3, "backward_time_steps": 5, "simulation_dtype": "bfloat16"}),
 ])
 def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset, overrides):
     from keras_fsnn import zoo
@@ -169,7 +169,7 @@ def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset,
     record = json.load(open(run / "run.json"))
     json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
 
-    metadata = zoo.export_run(str(run), str(tmp_path / name))
+    metadata = zoo.export_run(str(run), str(tmp_path / name), note="One epoch on 128 images.")
     assert metadata["test_accuracy"] == result["accuracy"] and metadata["test_slice"]["examples"] == zoo.SLICE
     assert metadata["weights_sha256"] == zoo.sha256(str(tmp_path / name / zoo.WEIGHTS_FILE))
     assert metadata["time_steps"] == 3 and metadata["epochs"] == 1
@@ -179,6 +179,9 @@ def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset,
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(preset(x)), keras.ops.convert_to_numpy(trained(x)))
     card = (tmp_path / name / "README.md").read_text()
     assert f"**{100 * result['accuracy']:.2f}%**" in card
+    assert metadata["note"] == "One epoch on 128 images." and "Note: One epoch on 128 images." in card
+    assert metadata["simulation_dtype"] == overrides.get("simulation_dtype", "float32")
+    assert ("bfloat16 currents" in card) == ("simulation_dtype" in overrides)
     if name.startswith("spide"):
         backward = metadata["backward"]
         assert backward["time_steps"] == 5 and backward["scale"] == 100.0 and 0 <= backward["firing_rate_last_epoch"] <= 1
