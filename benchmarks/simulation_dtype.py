@@ -25,6 +25,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
@@ -33,6 +34,7 @@ from keras import ops  # noqa: E402
 
 from keras_fsnn.training.recipes import get_recipe  # noqa: E402
 from keras_fsnn.training.trainer import auto_jit_compile, build_model, compile_model  # noqa: E402
+from common import median_seconds  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 
@@ -47,13 +49,7 @@ def conv_kernel(repeats):
     for dtype in DTYPES:
         xx, ww = ops.cast(x, dtype), ops.cast(w, dtype)
         run = lambda: ops.convert_to_numpy(ops.cast(ops.conv(xx, ww, padding="same")[0, 0, 0, 0], "float32"))  # noqa: E731
-        run()
-        samples = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            samples.append(time.perf_counter() - start)
-        times[dtype] = statistics.median(samples)
+        times[dtype] = median_seconds(run, repeats)
         print(f"  {dtype:9s} {times[dtype] * 1e3:8.1f} ms  {flops / times[dtype] / 1e9:7.1f} GFLOP/s")
     print(f"  bfloat16 / float32 time: {times['bfloat16'] / times['float32']:.3f}")
 

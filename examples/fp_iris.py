@@ -96,7 +96,10 @@ def logistic_regression_accuracy(seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--splits", type=int, default=5, help="seeded splits (seeds 0..splits-1)")
+    parser.add_argument("--splits", type=int, default=5, help="seeded splits (seeds first-seed..first-seed+splits-1)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seed of the first split (0: the reported splits; 100: the development splits that "
+                             "settings were chosen on)")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--encoding", default="paper", choices=sorted(ENCODINGS))
@@ -109,7 +112,7 @@ def main(argv=None):
 
     start = time.perf_counter()
     results, yardstick = [], []
-    for seed in range(args.splits):
+    for seed in range(args.first_seed, args.first_seed + args.splits):
         train_acc, test_acc = run_split(seed, args)
         results.append(test_acc)
         yardstick.append(logistic_regression_accuracy(seed))
