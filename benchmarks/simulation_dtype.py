@@ -8,7 +8,7 @@ fsnn_mnist feedback), float32 and bfloat16, ms and GFLOP/s. On a CPU with bfloat
 units (AMX, AVX512_BF16) oneDNN runs the bfloat16 one several times faster; elsewhere it
 may be slower, which this prints too.
 
-Part 2, whole training steps of zoo models, batch 128, the recipe's optimizer and the
+Part 2, whole training steps of zoo models (batch 128 unless --batch-size), the recipe's optimizer and the
 trainer's execution mode (`auto_jit_compile`: graph mode for convolutional models on
 TensorFlow, XLA otherwise): median seconds per `train_on_batch` of the float32 and the
 bfloat16 model, alternating in one process, on random images of the dataset's shape, and
@@ -54,7 +54,7 @@ def conv_kernel(repeats):
     print(f"  bfloat16 / float32 time: {times['bfloat16'] / times['float32']:.3f}")
 
 
-def train_steps(name, repeats):
+def train_steps(name, repeats, batch):
     models = {}
     for dtype in DTYPES:
         model = build_model(name, simulation_dtype=dtype)
@@ -63,8 +63,8 @@ def train_steps(name, repeats):
     models["bfloat16"].set_weights(models["float32"].get_weights())
     rng = np.random.default_rng(0)
     shape = models["float32"].input_shape[1:]
-    x = rng.uniform(0, 1, (128,) + tuple(shape)).astype("float32")
-    y = rng.integers(0, 10, 128)
+    x = rng.uniform(0, 1, (batch,) + tuple(shape)).astype("float32")
+    y = rng.integers(0, 10, batch)
     for model in models.values():
         model.train_on_batch(x, y)
     samples = {dtype: [] for dtype in DTYPES}
@@ -83,13 +83,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=["fsnn_mnist", "spide_mnist", "mpis_fmnist", "fsnn_fmnist"])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128, help="training batch (the PyTorch reference for "
+                        "alexnet_f is batch 32, T = 30: 3.55 s per step)")
     args = parser.parse_args(argv)
     print(f"Keras {keras.__version__}, backend {keras.backend.backend()}")
     conv_kernel(max(args.repeats, 5))
-    print("training step, batch 128 (median s):")
+    print(f"training step, batch {args.batch_size} (median s):")
     print(f"  {'model':14s} {'mode':5s} {'float32':>11s} {'bfloat16':>11s} {'ratio':>7s}")
     for name in args.models:
-        train_steps(name, args.repeats)
+        train_steps(name, args.repeats, args.batch_size)
 
 
 if __name__ == "__main__":
