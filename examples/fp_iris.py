@@ -5,6 +5,8 @@ scikit-learn's bundled copy of Fisher's iris data, over several seeded 80/20 spl
     python examples/fp_iris.py --encoding mirrored          # (x, 1 - x) coding, 8-10-3
     python examples/fp_iris.py --encoding reference --epochs 100   # paper coding + a reference spike, 5-10-3
     python examples/fp_iris.py --splits 1 --epochs 10      # quick check
+    python examples/fp_iris.py --encoding reference --lr 0.01 --epochs 400   # the setting chosen on dev splits
+    python examples/fp_iris.py --encoding reference --lr 0.01 --epochs 400 --first-seed 100 --splits 10  # dev splits
 
 Encoding (paper): each feature n fires once at t = T (1 - (n - min n) / (max n - min n)),
 T = 16, with min/max of the feature over the whole data set (large values fire early).
