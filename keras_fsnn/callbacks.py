@@ -33,10 +33,12 @@ class EquilibriumMonitor(keras.callbacks.Callback):
     convergence curve, and warn when a block diverges.
 
     At the end of every epoch, adds to the epoch logs (so they reach `History`, CSVLogger
-    or TensorBoard), for each FeedbackSpikingBlock `name`:
-    `name/rate_l` (mean firing rate of layer l, paper 000 Table 5), `name/forward_residual`
-    (||f(a[T]) - a[T]||, mean per-sample L2 norm, training mode) and
-    `name/backward_residual`, `name/backward_iterations` (the adjoint solve).
+    or TensorBoard), for each FeedbackSpikingBlock `name`, the mean over the epoch's
+    training batches of: `name/rate_l` (mean firing rate of layer l, paper 000 Table 5),
+    `name/forward_residual` (||f(a[T]) - a[T]||, mean per-sample L2 norm, training mode),
+    `name/backward_residual`, `name/backward_iterations` (the adjoint solve) and, for the
+    spike-based backward, `name/backward_firing_rate` (paper 002 Fig. 2). (Means, not the
+    last batch's values: one batch of a well-trained model is a noisy sample.)
 
     With `probe` (a batch of model inputs), it also simulates each block on the probe at
     the end of every epoch and records the residual curve ||f(a[t]) - a[t]||, t = 1..T
@@ -58,13 +60,20 @@ class EquilibriumMonitor(keras.callbacks.Callback):
         self.raise_on_divergence = raise_on_divergence
         self.curves = {}
         self._epoch = 0
+        self._sums, self._batches = {}, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
+        self._sums, self._batches = {}, 0
 
     def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
         for block in spiking_blocks(self.model):
             d = block.diagnostics()
+            sums = self._sums.setdefault(block.name, {})
+            for key, value in d.items():
+                if key != "backward_failed":
+                    sums[key] = sums.get(key, 0.0) + value
             rates_ok = all(math.isfinite(v) for k, v in d.items() if k.startswith("rate_"))
             if d["backward_failed"] or not rates_ok:
                 message = (
@@ -83,10 +92,13 @@ class EquilibriumMonitor(keras.callbacks.Callback):
         if logs is None:
             return
         for block in spiking_blocks(self.model):
-            d = block.diagnostics()
-            for key, value in d.items():
-                if key != "backward_failed":
-                    logs[f"{block.name}/{key}"] = value
+            sums = self._sums.get(block.name)
+            if sums and self._batches:
+                means = {key: total / self._batches for key, total in sums.items()}
+            else:  # no training batch seen this epoch (e.g. called by hand): the last call
+                means = {key: value for key, value in block.diagnostics().items() if key != "backward_failed"}
+            for key, value in means.items():
+                logs[f"{block.name}/{key}"] = value
             if self.probe is not None:
                 curve = keras.ops.convert_to_numpy(block.simulate(block_inputs(self.model, block, self.probe))["residuals"])
                 self.curves.setdefault(block.name, []).append(curve)

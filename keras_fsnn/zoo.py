@@ -218,7 +218,8 @@ def export_run(run_dir, folder, data_dir=None, note=None):
 
 def spike_backward_summary(block, run_dir):
     """A SPIDE preset's backward stage (paper 002 §4.2) and the backward firing rate of
-    its last training epoch (the last row of the run's log.csv)."""
+    its last training epoch (the last row of the run's log.csv: EquilibriumMonitor's mean
+    over that epoch's batches)."""
     backward = block.backward
     summary = {"gradient": "spide", "time_steps": backward.time_steps, "threshold": backward.neuron.threshold,
                "resting_potential": backward.neuron.resting_potential, "scale": backward.scale}

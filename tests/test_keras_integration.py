@@ -183,3 +183,26 @@ def test_implicit_gradient_under_mixed_precision_matches_float32(policy):
         keras.config.set_dtype_policy("float32")
     similarity = cosine(expected, [np.asarray(g, "float32") for g in grads])
     assert similarity >= 0.99, similarity
+
+
+def test_monitor_logs_the_epoch_mean_of_the_batch_diagnostics():
+    x, y = data(48)
+    model = compile_model(conv_model(dropout=0.2))
+    block = model.get_layer("fsnn")
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.batches = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches.append(block.diagnostics())
+
+    record = Record()
+    history = model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[EquilibriumMonitor(), record])
+    assert len(record.batches) == 3
+    for key in ("rate_1", "rate_2", "forward_residual", "backward_residual", "backward_iterations"):
+        per_batch = [d[key] for d in record.batches]
+        np.testing.assert_allclose(history.history[f"fsnn/{key}"][0], np.mean(per_batch), rtol=1e-6)
+    # the batches differ, so the mean is not just the last batch's value
+    assert len({d["rate_1"] for d in record.batches}) > 1
