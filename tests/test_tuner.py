@@ -3,6 +3,7 @@ its space, real tiny searches (random, Bayesian, Hyperband) run offline on sklea
 reproduce with a seed, resume from their directory, and bad search spaces fail early."""
 
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -101,9 +102,16 @@ def search(tuner_class, directory, seed=1, max_trials=2, **kwargs):
     return tuner
 
 
+@pytest.fixture(scope="module")
+def random_search(tmp_path_factory):
+    """One finished two-trial random search (seed 1), shared by the tests that read it."""
+    directory = tmp_path_factory.mktemp("random_search")
+    return search(keras_tuner.RandomSearch, directory), directory
+
+
 @pytest.mark.backend
-def test_random_search_runs_offline_and_its_best_model_saves_and_reloads(tmp_path):
-    tuner = search(keras_tuner.RandomSearch, tmp_path)
+def test_random_search_runs_offline_and_its_best_model_saves_and_reloads(random_search, tmp_path):
+    tuner, _ = random_search
     trials = list(tuner.oracle.trials.values())
     assert len(trials) == 2 and all(t.status == "COMPLETED" for t in trials)
     best = tuner.oracle.get_best_trials(1)[0]
@@ -130,18 +138,20 @@ def test_bayesian_and_hyperband_searches_complete(tmp_path, tuner_class):
     assert all(t.metrics.exists("val_firing_rate") for t in completed)
 
 
-def test_search_is_reproducible_with_a_seed(tmp_path):
-    first = search(keras_tuner.RandomSearch, tmp_path / "a", seed=3)
-    second = search(keras_tuner.RandomSearch, tmp_path / "b", seed=3)
+def test_search_is_reproducible_with_a_seed(random_search, tmp_path):
+    first, _ = random_search
+    second = search(keras_tuner.RandomSearch, tmp_path, seed=1)  # a fresh directory, same seed
+    assert len(second.oracle.trials) == len(first.oracle.trials) == 2
     for a, b in zip(first.oracle.trials.values(), second.oracle.trials.values()):
         assert a.hyperparameters.values == b.hyperparameters.values
         assert a.score == pytest.approx(b.score, abs=1e-6)
 
 
-def test_interrupted_search_resumes_from_its_directory(tmp_path):
-    first = search(keras_tuner.RandomSearch, tmp_path, max_trials=2)
+def test_interrupted_search_resumes_from_its_directory(random_search, tmp_path):
+    first, directory = random_search
     done = {t.trial_id: t.score for t in first.oracle.trials.values()}
-    resumed = search(keras_tuner.RandomSearch, tmp_path, max_trials=3)  # same directory, overwrite=False
+    shutil.copytree(directory, tmp_path / "search")  # the shared search stays as it was
+    resumed = search(keras_tuner.RandomSearch, tmp_path / "search", max_trials=3)  # overwrite=False
     trials = resumed.oracle.trials
     assert len(trials) == 3
     assert {k: trials[k].score for k in done} == done  # the finished trials were not run again
