@@ -33,7 +33,8 @@ class EquilibriumMonitor(keras.callbacks.Callback):
     convergence curve, and warn when a block diverges.
 
     At the end of every epoch, adds to the epoch logs (so they reach `History`, CSVLogger
-    or TensorBoard), for each FeedbackSpikingBlock `name`, the mean over the epoch's
+    or TensorBoard), for each FeedbackSpikingBlock or ImplicitStreams `name` (whose rates
+    are `name/rate_s{stream}_{layer}`), the mean over the epoch's
     training batches of: `name/rate_l` (mean firing rate of layer l, paper 000 Table 5),
     `name/forward_residual` (||f(a[T]) - a[T]||, mean per-sample L2 norm, training mode),
     `name/backward_residual`, `name/backward_iterations` (the adjoint solve) and, for the
@@ -91,7 +92,7 @@ class EquilibriumMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        for block in spiking_blocks(self.model):
+        for block in spiking_layers(self.model):
             sums = self._sums.get(block.name)
             if sums and self._batches:
                 means = {key: total / self._batches for key, total in sums.items()}
@@ -102,9 +103,12 @@ class EquilibriumMonitor(keras.callbacks.Callback):
             if self.probe is not None:
                 curve = keras.ops.convert_to_numpy(block.simulate(block_inputs(self.model, block, self.probe))["residuals"])
                 self.curves.setdefault(block.name, []).append(curve)
-                steps = len(curve)
-                for t in sorted({1, max(1, steps // 4), max(1, steps // 2), steps}):
-                    logs[f"{block.name}/residual_t{t}"] = float(curve[t - 1])
+                # ImplicitStreams: one curve per stream, logged as name/s{i}_residual_t{t}
+                streams = [("", curve)] if curve.ndim == 1 else [(f"s{i + 1}_", c) for i, c in enumerate(curve)]
+                for tag, stream_curve in streams:
+                    steps = len(stream_curve)
+                    for t in sorted({1, max(1, steps // 4), max(1, steps // 2), steps}):
+                        logs[f"{block.name}/{tag}residual_t{t}"] = float(stream_curve[t - 1])
 
     def plot(self, path):
         """Draw every recorded residual curve (one line per epoch) to a PNG at `path`."""
@@ -118,7 +122,9 @@ class EquilibriumMonitor(keras.callbacks.Callback):
         figure, axes = plt.subplots(1, len(self.curves), figsize=(5 * len(self.curves), 3.5), squeeze=False)
         for axis, (name, curves) in zip(axes[0], self.curves.items()):
             for epoch, curve in enumerate(curves):
-                axis.plot(range(1, len(curve) + 1), curve, label=f"epoch {epoch + 1}")
+                rows = [("", curve)] if curve.ndim == 1 else [(f", stream {i + 1}", c) for i, c in enumerate(curve)]
+                for tag, row in rows:
+                    axis.plot(range(1, len(row) + 1), row, label=f"epoch {epoch + 1}{tag}")
             axis.set(title=f"{name}: convergence to the equilibrium", xlabel="time step t",
                      ylabel="||f(a[t]) - a[t]||", yscale="log")
             axis.legend(fontsize="small")

@@ -3,6 +3,7 @@ fused streams against long unrolled autodiff of f, convergence of every stream, 
 released-code switches, Keras round trips and early errors."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -196,3 +197,26 @@ def test_mpis_presets_have_the_papers_sizes():
     # layouts not published: ours must round to the paper's 11.8M / 14.8M
     assert round(count_parameters(mpis_cifar10()) / 1e6, 1) == 11.8
     assert round(count_parameters(mpis_cifar100()) / 1e6, 1) == 14.8
+
+
+@pytest.mark.parametrize("gradient", ["ide", "one_step"])
+def test_equilibrium_monitor_logs_every_stream(gradient, tmp_path):
+    from keras_fsnn.callbacks import EquilibriumMonitor
+
+    layer = two_streams(time_steps=6, gradient=gradient)
+    inputs = keras.Input((8, 8, 2))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data(batch=8), np.arange(8) % 3
+    monitor = EquilibriumMonitor(probe=x[:4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no false divergence warning
+        logs = model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[monitor]).history
+    name = layer.name
+    for key in ("rate_s1_1", "rate_s2_1", "forward_residual", "backward_residual"):
+        assert f"{name}/{key}" in logs, sorted(logs)
+    assert 0 < logs[f"{name}/rate_s1_1"][0] < 1
+    for stream in (1, 2):
+        assert f"{name}/s{stream}_residual_t6" in logs and f"{name}/s{stream}_residual_t1" in logs
+    assert monitor.curves[name][0].shape == (2, 6)
+    assert open(monitor.plot(str(tmp_path / "streams.png")), "rb").read(4) == b"\x89PNG"
