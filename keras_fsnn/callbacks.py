@@ -69,7 +69,7 @@ class EquilibriumMonitor(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         self._batches += 1
-        for block in spiking_blocks(self.model):
+        for block in spiking_layers(self.model):
             d = block.diagnostics()
             sums = self._sums.setdefault(block.name, {})
             for key, value in d.items():
@@ -78,7 +78,7 @@ class EquilibriumMonitor(keras.callbacks.Callback):
             rates_ok = all(math.isfinite(v) for k, v in d.items() if k.startswith("rate_"))
             if d["backward_failed"] or not rates_ok:
                 message = (
-                    f"FeedbackSpikingBlock '{block.name}' diverged at epoch {self._epoch + 1}, "
+                    f"{type(block).__name__} '{block.name}' diverged at epoch {self._epoch + 1}, "
                     f"batch {batch}: backward residual {d['backward_residual']:.3g} after "
                     f"{d['backward_iterations']} iterations, firing rates "
                     f"{[round(v, 4) for k, v in d.items() if k.startswith('rate_')]}. "
