@@ -21,6 +21,8 @@ import csv
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 
 import keras
 
@@ -147,9 +149,10 @@ def pretrained_weights_path(folder):
     return path
 
 
-def save_preset(model, folder, architecture, arguments, metadata, card=None):
+def save_preset(model, folder, architecture, arguments, metadata, card=None, name=None):
     """Write `model` as a preset folder: config, weights, metadata (with the weights'
-    sha256 and parameter count) and a model card."""
+    sha256 and parameter count) and a model card (for preset `name`, by default the
+    folder's name)."""
     os.makedirs(folder, exist_ok=True)
     _write_json(os.path.join(folder, "config.json"), {"architecture": architecture, "arguments": arguments})
     path = os.path.join(folder, WEIGHTS_FILE)
@@ -157,7 +160,8 @@ def save_preset(model, folder, architecture, arguments, metadata, card=None):
     metadata = {**metadata, "status": TRAINED, "weights_sha256": sha256(path), "parameters": count_parameters(model)}
     _write_json(os.path.join(folder, "metadata.json"), metadata)
     with open(os.path.join(folder, "README.md"), "w") as f:
-        f.write(card if card is not None else model_card(os.path.basename(os.path.normpath(folder)), metadata, arguments))
+        f.write(card if card is not None else model_card(name or os.path.basename(os.path.normpath(folder)), metadata,
+                                                         arguments))
     return metadata
 
 
@@ -168,7 +172,10 @@ def export_run(run_dir, folder, data_dir=None, note=None):
     """Turn a finished `keras-fsnn train` run into a preset folder. The figures in the
     metadata and card are the run's own test evaluation (result.json, full test set), plus
     the accuracy on the first `SLICE` test images (what the zoo tests re-check); `note` is
-    a free-text remark for the card (e.g. how the result compares with the target)."""
+    a free-text remark for the card (e.g. how the result compares with the target).
+
+    The preset is written and checked in a temporary folder next to `folder`, which then
+    replaces `folder` in one rename: if anything fails, `folder` is left as it was."""
     import keras_fsnn  # noqa: F401
     from keras_fsnn.training import get_recipe
 
@@ -194,8 +201,12 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         "test_accuracy": result["accuracy"],
         "test_loss": result["loss"],
         "test_examples": result["examples"],
+        "threshold": block.neuron.threshold,
         "firing_rates": result.get("firing_rates", []),
+        "firing_rate_layers": result.get("firing_rate_layers", []),
         "residual_at_T": result.get("residual_at_T"),
+        **({"residual_at_T_per_stream": result["residual_at_T_per_stream"]}
+           if "residual_at_T_per_stream" in result else {}),
         "epochs": epochs,
         "training": f"{epochs} epochs, SGD momentum {recipe.momentum}, lr {run['recipe_overrides'].get('learning_rate', recipe.learning_rate)}, "
                     f"milestones {run['recipe_overrides'].get('milestones', [*recipe.milestones])}, weight decay {recipe.weight_decay}, "
@@ -209,11 +220,33 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         metadata["note"] = note
     if block.backward.name == "spide":
         metadata["backward"] = spike_backward_summary(block, run_dir)
-    metadata = save_preset(model, folder, recipe.architecture, arguments, metadata)
-    check = evaluate(folder, data_dir=data_dir or run.get("data_dir"), limit=SLICE)
-    metadata["test_slice"] = {"examples": check["examples"], "accuracy": check["accuracy"]}
-    _write_json(os.path.join(folder, "metadata.json"), metadata)
+    parent = os.path.dirname(os.path.abspath(folder))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.export-", dir=parent)
+    try:
+        metadata = save_preset(model, staging, recipe.architecture, arguments, metadata, name=name)
+        check = evaluate(staging, data_dir=data_dir or run.get("data_dir"), limit=SLICE)
+        metadata["test_slice"] = {"examples": check["examples"], "accuracy": check["accuracy"]}
+        _write_json(os.path.join(staging, "metadata.json"), metadata)
+        _replace_folder(staging, folder)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging)
     return metadata
+
+
+def _replace_folder(new, folder):
+    """Put folder `new` in the place of `folder` (whose old content is dropped)."""
+    if not os.path.isdir(folder):
+        os.rename(new, folder)
+        return
+    folder = os.path.abspath(folder)
+    old = os.path.join(os.path.dirname(folder), f".{os.path.basename(folder)}.old-{os.getpid()}")
+    if os.path.exists(old):
+        shutil.rmtree(old)
+    os.rename(folder, old)
+    os.rename(new, folder)
+    shutil.rmtree(old)
 
 
 def spike_backward_summary(block, run_dir):
@@ -255,7 +288,14 @@ def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=2
 
 
 def model_card(name, metadata, arguments):
-    rates = ", ".join(f"layer {i + 1}: {r:.4f}" for i, r in enumerate(metadata.get("firing_rates", [])))
+    rates = metadata.get("firing_rates", [])
+    labels = metadata.get("firing_rate_layers") or [str(i + 1) for i in range(len(rates))]
+    rates = ", ".join(f"{_layer_label(label)}: {r:.4f}" for label, r in zip(labels, rates))
+    residual = metadata.get("residual_at_T")
+    residual = "not measured" if residual is None else f"{residual:.4f}"
+    if metadata.get("residual_at_T_per_stream"):
+        residual += " (largest stream; per stream: " + ", ".join(
+            f"{r:.4f}" for r in metadata["residual_at_T_per_stream"]) + ")"
     lines = [
         f"# {name}",
         "",
@@ -266,11 +306,11 @@ def model_card(name, metadata, arguments):
         f"| architecture | `{metadata.get('architecture_name', '')}` ({metadata['parameters']:,} parameters, paper convention) |",
         f"| dataset | {metadata['dataset']} ({metadata.get('test_examples', '')} test images) |",
         f"| neuron | {metadata['neuron'].upper()}" + (f", leak {metadata['leak']}" if metadata.get('leak') not in (None, 1.0) else "")
-        + f", V_th = {arguments.get('threshold', 2.0)}, T = {metadata['time_steps']} |",
+        + f", V_th = {metadata.get('threshold', arguments.get('threshold', 2.0))}, T = {metadata['time_steps']} |",
         f"| **test accuracy** | **{100 * metadata['test_accuracy']:.2f}%** (full test set, final epoch, no selection on the test set) |",
         f"| paper | {metadata.get('paper_result', '')} |",
         f"| average firing rate | {rates} |",
-        f"| equilibrium residual at T | {metadata.get('residual_at_T', float('nan')):.4f} |",
+        f"| equilibrium residual at T | {residual} |",
         *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
         *([f"| simulation precision | {metadata['simulation_dtype']} currents (`simulation_dtype`), float32 state and "
@@ -294,6 +334,14 @@ def model_card(name, metadata, arguments):
         *([f"Note: {metadata['note']}", ""] if metadata.get("note") else []),
     ]
     return "\n".join(lines)
+
+
+def _layer_label(label):
+    """"2" -> "layer 2"; ImplicitStreams' "s1_2" -> "stream 1 layer 2"."""
+    if label.startswith("s") and "_" in label:
+        stream, layer = label[1:].split("_", 1)
+        return f"stream {stream} layer {layer}"
+    return f"layer {label}"
 
 
 def _backward_rows(backward):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from data_paths import shared_data
 
+from keras_fsnn.datasets.readers import DatasetNotFoundError
 from keras_fsnn.cli import main as cli
 from keras_fsnn.training import CoupledSGD, WarmupMultiStep, train
 
@@ -156,6 +157,7 @@ def test_training_runs_on_jax_without_tensorflow_installed(tmp_path):
 @pytest.mark.parametrize("name, dataset, overrides", [
     ("fsnn_fmnist", "fashion_mnist", {"time_steps": 3}),
     ("spide_mnist", "mnist", {"time_steps": 3, "backward_time_steps": 5, "simulation_dtype": "bfloat16"}),
+    ("mpis_fmnist", "fashion_mnist", {"time_steps": 3, "gradient": "one_step", "rates": "first_step"}),
 ])
 def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset, overrides):
     from keras_fsnn import zoo
@@ -188,3 +190,38 @@ def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset,
         assert "T_B = 5 steps of ternary neurons" in card
     else:
         assert "backward" not in metadata and "ternary" not in card
+    if name.startswith("mpis"):  # ImplicitStreams: rates and residuals stream by stream
+        assert metadata["firing_rate_layers"] == ["s1_1", "s1_2", "s1_3", "s2_1", "s2_2", "s2_3"]
+        assert len(metadata["residual_at_T_per_stream"]) == 2
+        assert metadata["residual_at_T"] == max(metadata["residual_at_T_per_stream"])
+        assert "stream 2 layer 3: " in card and "per stream: " in card
+    else:
+        assert metadata["firing_rate_layers"] == [str(i + 1) for i in range(len(metadata["firing_rates"]))]
+        assert "residual_at_T_per_stream" not in metadata and "layer 1: " in card
+
+
+def test_a_failed_export_leaves_the_existing_preset_as_it_was(tmp_path):
+    from keras_fsnn import zoo
+
+    run = tmp_path / "run"
+    train("fsnn_fmnist", output_dir=str(run), data_dir=shared_data("fashion_mnist"), epochs=1, limit=64,
+          batch_size=64, verbose=0, model_overrides={"time_steps": 2})
+    record = json.load(open(run / "run.json"))
+    json.dump({**record, "limit": None}, open(run / "run.json", "w"))
+    preset = tmp_path / "zoo" / "fsnn_fmnist"
+    preset.mkdir(parents=True)
+    before = {"config.json": '{"architecture": "fsnn_fmnist", "arguments": {}}', "README.md": "the published card",
+              "metadata.json": '{"description": "the published description"}', zoo.WEIGHTS_FILE: "published weights"}
+    for file, text in before.items():
+        (preset / file).write_text(text)
+
+    # the test-slice check runs after the new weights are written: make it fail there
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        zoo.export_run(str(run), str(preset), data_dir=str(tmp_path / "nowhere"))
+    assert {p.name: p.read_text() for p in preset.iterdir()} == before
+    assert sorted(p.name for p in preset.parent.iterdir()) == ["fsnn_fmnist"]  # no staging folder left
+
+    metadata = zoo.export_run(str(run), str(preset), data_dir=shared_data("fashion_mnist"))  # a good one replaces it
+    assert metadata["description"] == "the published description"
+    assert sorted(p.name for p in preset.iterdir()) == ["README.md", "config.json", "metadata.json", zoo.WEIGHTS_FILE]
+    assert sorted(p.name for p in preset.parent.iterdir()) == ["fsnn_fmnist"]

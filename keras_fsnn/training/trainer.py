@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from keras_fsnn import datasets, validation
-from keras_fsnn.callbacks import EquilibriumMonitor, block_inputs, spiking_blocks
+from keras_fsnn.callbacks import EquilibriumMonitor, block_inputs, spiking_layers
 from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches
 from keras_fsnn.models import ARCHITECTURES, count_parameters
 from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
@@ -227,13 +227,21 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
 
 def evaluate(model, data, residual_batches=4):
     """Test accuracy and loss, mean firing rate per spiking layer over the whole data, and
-    the equilibrium residual ||f(a[T]) - a[T]|| at T (mean over a few batches)."""
+    the equilibrium residual ||f(a[T]) - a[T]|| at T (mean over a few batches), of the
+    model's last spiking layer (a FeedbackSpikingBlock or ImplicitStreams).
+
+    `firing_rates` lists the layers' rates and `firing_rate_layers` their names ("1", "2",
+    ... for a block; "s1_1", ... stream by stream for ImplicitStreams). For ImplicitStreams,
+    `residual_at_T` is the largest stream's residual (the joint fixed point is reached only
+    when every stream's is), `residual_at_T_per_stream` each one, `residual_trace` one
+    curve per stream."""
     from keras import ops
 
-    blocks = spiking_blocks(model)
+    layers = spiking_layers(model)
+    layer = layers[-1] if layers else None
     correct = total = 0
     loss_sum = 0.0
-    rate_sums = None
+    rate_sum = None
     residuals = []
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
     for i, (x, y) in enumerate(data):
@@ -242,21 +250,24 @@ def evaluate(model, data, residual_batches=4):
         correct += int(np.sum(np.argmax(ops.convert_to_numpy(logits), -1) == y))
         total += len(y)
         loss_sum += float(loss_fn(y, logits))
-        rates = [block.diagnostics() for block in blocks]
-        batch_rates = [[v for k, v in d.items() if k.startswith("rate_")] for d in rates]
-        weighted = [np.asarray(r) * len(y) for r in batch_rates]
-        rate_sums = weighted if rate_sums is None else [a + b for a, b in zip(rate_sums, weighted)]
-        if i < residual_batches and blocks:
-            block_input = block_inputs(model, blocks[-1], x)
-            trace = ops.convert_to_numpy(blocks[-1].simulate(block_input, record_residuals=True)["residuals"])
-            residuals.append(trace)
+        if layer is None:
+            continue
+        rates = {k[len("rate_"):]: v for k, v in layer.diagnostics().items() if k.startswith("rate_")}
+        weighted = np.asarray(list(rates.values())) * len(y)
+        rate_sum = weighted if rate_sum is None else rate_sum + weighted
+        if i < residual_batches:
+            trace = layer.simulate(block_inputs(model, layer, x), record_residuals=True)["residuals"]
+            residuals.append(ops.convert_to_numpy(trace))
     result = {"accuracy": correct / total, "loss": loss_sum / total, "examples": total}
-    if blocks:
-        result["firing_rates"] = [float(r) for r in rate_sums[-1] / total]
-        trace = np.mean(residuals, axis=0)
-        result["residual_at_T"] = float(trace[-1])
-        result["residual_trace"] = [float(v) for v in trace]
-        result["time_steps"] = blocks[-1].time_steps
+    if layer is not None:
+        result["firing_rates"] = [float(r) for r in rate_sum / total]
+        result["firing_rate_layers"] = list(rates)
+        trace = np.mean(residuals, axis=0)  # (T,) for a block, (streams, T) for ImplicitStreams
+        result["residual_at_T"] = float(np.max(trace[..., -1]))
+        if trace.ndim == 2:
+            result["residual_at_T_per_stream"] = [float(v) for v in trace[:, -1]]
+        result["residual_trace"] = trace.tolist()
+        result["time_steps"] = layer.time_steps
     return result
 
 
