@@ -157,9 +157,11 @@ def main(argv=None):
 def _print_result(name, result):
     print(f"{name}: test accuracy {result['accuracy']:.4f} on {result['examples']} images, loss {result['loss']:.4f}")
     if "firing_rates" in result:
+        from keras_fsnn.zoo import layer_label
+
         layers = result.get("firing_rate_layers") or [str(i + 1) for i in range(len(result["firing_rates"]))]
-        print("average firing rate per layer: "
-              + ", ".join(f"{layer} {r:.4f}" for layer, r in zip(layers, result["firing_rates"])))
+        print("average firing rate: "
+              + ", ".join(f"{layer_label(layer)} {r:.4f}" for layer, r in zip(layers, result["firing_rates"])))
         streams = result.get("residual_at_T_per_stream")
         per_stream = f" (per stream: {', '.join(f'{r:.4f}' for r in streams)})" if streams else ""
         print(f"equilibrium residual ||f(a[T]) - a[T]|| at T={result['time_steps']}: {result['residual_at_T']:.4f}"

@@ -290,7 +290,7 @@ def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=2
 def model_card(name, metadata, arguments):
     rates = metadata.get("firing_rates", [])
     labels = metadata.get("firing_rate_layers") or [str(i + 1) for i in range(len(rates))]
-    rates = ", ".join(f"{_layer_label(label)}: {r:.4f}" for label, r in zip(labels, rates))
+    rates = ", ".join(f"{layer_label(label)}: {r:.4f}" for label, r in zip(labels, rates))
     residual = metadata.get("residual_at_T")
     residual = "not measured" if residual is None else f"{residual:.4f}"
     if metadata.get("residual_at_T_per_stream"):
@@ -336,7 +336,7 @@ def model_card(name, metadata, arguments):
     return "\n".join(lines)
 
 
-def _layer_label(label):
+def layer_label(label):
     """"2" -> "layer 2"; ImplicitStreams' "s1_2" -> "stream 1 layer 2"."""
     if label.startswith("s") and "_" in label:
         stream, layer = label[1:].split("_", 1)
