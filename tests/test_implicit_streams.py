@@ -49,8 +49,8 @@ def data(seed=1, batch=4):
     return rng.uniform(0, 1, (batch, 8, 8, 2)).astype("float32")
 
 
-@pytest.mark.backend
-@pytest.mark.parametrize("solver", ["broyden", "fixed_point"])
+@pytest.mark.parametrize("solver", [pytest.param("broyden", marks=pytest.mark.backend),  # (both backends)
+                                    "fixed_point"])
 def test_joint_implicit_gradient_equals_unrolled_autodiff(solver):
     layer = two_streams(solver=solver, solver_steps=60, solver_tol=1e-9, dropout=0.2)
     x = data()

@@ -15,9 +15,11 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 def test_backend_sensitive_tests_pass_under_the_other_backend():
     pytest.importorskip(OTHER)
     env = dict(os.environ, KERAS_BACKEND=OTHER, TF_CPP_MIN_LOG_LEVEL="3")
-    command = [sys.executable, "-m", "pytest", "-q", "-m", "backend and not slow", "-p", "no:cacheprovider", TESTS]
+    command = [sys.executable, "-m", "pytest", "-q", "-m", "backend and not slow", "-p", "no:cacheprovider",
+               "--durations=10", TESTS]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-    print(f"KERAS_BACKEND={OTHER}: {summary}")
+    print(f"KERAS_BACKEND={OTHER}: {summary}")  # with the 10 slowest (pytest -rP shows them)
+    print("\n".join(line for line in result.stdout.splitlines() if line[:1].isdigit() and "s call" in line))
     assert result.returncode == 0, f"under KERAS_BACKEND={OTHER}:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
     assert " passed" in summary
