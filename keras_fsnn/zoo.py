@@ -223,6 +223,9 @@ def export_run(run_dir, folder, data_dir=None, note=None):
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.export-", dir=parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(staging, 0o777 & ~umask)  # a folder's usual mode, not mkdtemp's private 0700
     try:
         metadata = save_preset(model, staging, recipe.architecture, arguments, metadata, name=name)
         check = evaluate(staging, data_dir=data_dir or run.get("data_dir"), limit=SLICE)

@@ -225,3 +225,5 @@ def test_a_failed_export_leaves_the_existing_preset_as_it_was(tmp_path):
     assert metadata["description"] == "the published description"
     assert sorted(p.name for p in preset.iterdir()) == ["README.md", "config.json", "metadata.json", zoo.WEIGHTS_FILE]
     assert sorted(p.name for p in preset.parent.iterdir()) == ["fsnn_fmnist"]
+    (tmp_path / "plain").mkdir()
+    assert preset.stat().st_mode == (tmp_path / "plain").stat().st_mode  # not mkdtemp's private 0700
