@@ -174,8 +174,8 @@ def export_run(run_dir, folder, data_dir=None, note=None):
     the accuracy on the first `SLICE` test images (what the zoo tests re-check); `note` is
     a free-text remark for the card (e.g. how the result compares with the target).
 
-    The preset is written and checked in a temporary folder next to `folder`, which then
-    replaces `folder` in one rename: if anything fails, `folder` is left as it was."""
+    The preset is written and checked in a temporary folder next to `folder` and only then
+    swapped in (two renames): if writing or checking fails, `folder` is left as it was."""
     import keras_fsnn  # noqa: F401
     from keras_fsnn.training import get_recipe
 
