@@ -28,6 +28,12 @@ def block_inputs(model, block, x):
     return keras.Model(inputs, block.input)(x, training=False)
 
 
+def stream_rows(curve):
+    """A residual curve as (stream, row) pairs: [(None, curve)] for a block's (T,) curve,
+    [(1, row 1), (2, row 2), ...] for ImplicitStreams' (streams, T)."""
+    return [(None, curve)] if curve.ndim == 1 else [(i + 1, row) for i, row in enumerate(curve)]
+
+
 class EquilibriumMonitor(keras.callbacks.Callback):
     """Log each block's firing rates, equilibrium residuals and solver residuals, plot the
     convergence curve, and warn when a block diverges.
@@ -104,8 +110,8 @@ class EquilibriumMonitor(keras.callbacks.Callback):
                 curve = keras.ops.convert_to_numpy(block.simulate(block_inputs(self.model, block, self.probe))["residuals"])
                 self.curves.setdefault(block.name, []).append(curve)
                 # ImplicitStreams: one curve per stream, logged as name/s{i}_residual_t{t}
-                streams = [("", curve)] if curve.ndim == 1 else [(f"s{i + 1}_", c) for i, c in enumerate(curve)]
-                for tag, stream_curve in streams:
+                for stream, stream_curve in stream_rows(curve):
+                    tag = "" if stream is None else f"s{stream}_"
                     steps = len(stream_curve)
                     for t in sorted({1, max(1, steps // 4), max(1, steps // 2), steps}):
                         logs[f"{block.name}/{tag}residual_t{t}"] = float(stream_curve[t - 1])
@@ -122,8 +128,8 @@ class EquilibriumMonitor(keras.callbacks.Callback):
         figure, axes = plt.subplots(1, len(self.curves), figsize=(5 * len(self.curves), 3.5), squeeze=False)
         for axis, (name, curves) in zip(axes[0], self.curves.items()):
             for epoch, curve in enumerate(curves):
-                rows = [("", curve)] if curve.ndim == 1 else [(f", stream {i + 1}", c) for i, c in enumerate(curve)]
-                for tag, row in rows:
+                for stream, row in stream_rows(curve):
+                    tag = "" if stream is None else f", stream {stream}"
                     axis.plot(range(1, len(row) + 1), row, label=f"epoch {epoch + 1}{tag}")
             axis.set(title=f"{name}: convergence to the equilibrium", xlabel="time step t",
                      ylabel="||f(a[t]) - a[t]||", yscale="log")

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 
 import keras
 
@@ -222,10 +221,10 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         metadata["backward"] = spike_backward_summary(block, run_dir)
     parent = os.path.dirname(os.path.abspath(folder))
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.export-", dir=parent)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)  # a folder's usual mode, not mkdtemp's private 0700
+    staging = os.path.join(parent, f".{name}.export-{os.getpid()}")
+    if os.path.exists(staging):  # left by a killed export
+        shutil.rmtree(staging)
+    os.makedirs(staging)
     try:
         metadata = save_preset(model, staging, recipe.architecture, arguments, metadata, name=name)
         check = evaluate(staging, data_dir=data_dir or run.get("data_dir"), limit=SLICE)
