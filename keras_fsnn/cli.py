@@ -2,6 +2,7 @@
 
     keras-fsnn train fsnn_fmnist --data-dir ~/data --output-dir runs/fmnist
     keras-fsnn train fsnn_fmnist --output-dir runs/fmnist --resume      # after an interruption
+    keras-fsnn train mpis_fmnist --checkpoint-every 50                    # also checkpoint within epochs
     keras-fsnn eval fsnn_fmnist --data-dir ~/data                         # the pretrained preset
     keras-fsnn eval fsnn_fmnist --weights runs/fmnist/model.keras --time-steps 10
     keras-fsnn list
@@ -50,6 +51,8 @@ def main(argv=None):
     train.add_argument("--data-dir", help="folder with the dataset files (default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
     train.add_argument("--output-dir", help="run folder (default: runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --output-dir")
+    train.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                       help="also checkpoint every STEPS training steps within an epoch (default: at epoch ends only)")
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--learning-rate", type=float)
@@ -115,7 +118,7 @@ def main(argv=None):
             batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
             warmup_steps=args.warmup_steps, limit=args.limit, seed=args.seed,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
-            pipeline=args.pipeline,
+            pipeline=args.pipeline, checkpoint_every=args.checkpoint_every,
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":

@@ -1,5 +1,6 @@
 """The recipe's optimiser and schedule follow the paper (PyTorch SGD semantics), and a run
-interrupted after an epoch and resumed ends exactly where an uninterrupted run ends."""
+interrupted after an epoch, or within one, and resumed ends exactly where an uninterrupted
+run ends."""
 
 import json
 import os
@@ -62,6 +63,57 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     cli(["eval", "fsnn_fmnist", "--weights", str(tmp_path / "straight" / "model.keras"), "--data-dir", root, "--limit", "200"])
 
 
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Stop training by an exception after `batch` (0-based) of `epoch`, like a killed process."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at = (epoch, batch)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise Interrupt
+
+
+# numpy: the input path of a machine without TensorFlow (the JAX GPU machine), so rerun under JAX
+@pytest.mark.parametrize("pipeline", ["tf_data", pytest.param("numpy", marks=pytest.mark.backend)])
+def test_a_run_interrupted_within_an_epoch_resumes_from_its_last_step_checkpoint(tmp_path, pipeline):
+    root = shared_data("fashion_mnist")
+    kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, model_overrides={"time_steps": 3},
+                  pipeline=pipeline)  # 3 steps per epoch
+    straight = train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)
+    with pytest.raises(Interrupt):  # killed after step 2 of epoch 1; a checkpoint after every step
+        train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=2, checkpoint_every=1,
+              callbacks=[InterruptAt(epoch=0, batch=1)], **kwargs)
+    state = tmp_path / "resumed" / "state.json"
+    assert json.load(open(state)) == {"finished_epochs": 0, "finished_steps": 2}
+    run = (tmp_path / "resumed" / "run.json").read_text()
+    with pytest.raises(ValueError, match=r"has trained 0 epochs and 2 steps of the next: pass --epochs 1 or more"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, epochs=0, data_dir=root)
+    assert (tmp_path / "resumed" / "run.json").read_text() == run  # a refused resume changes nothing
+    # killed between writing the checkpoint and state.json: the checkpoint's step count wins
+    state.write_text(json.dumps({"finished_epochs": 0, "finished_steps": 1}))
+
+    resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, data_dir=root, verbose=0)
+    assert json.load(open(state)) == {"finished_epochs": 2}
+    assert resumed["accuracy"] == straight["accuracy"]
+    a = keras.saving.load_model(tmp_path / "straight" / "model.keras")
+    b = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+    log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in log[1:]] == ["0", "1"]  # one row per epoch
+    with pytest.raises(ValueError, match=r"`checkpoint_every` must be an integer >= 1; received checkpoint_every=0"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "c"), checkpoint_every=0)
+
+
 def test_unknown_recipe_lists_known_ones():
     with pytest.raises(ValueError, match=r"`name` must be one of 'fsnn_mnist', 'fsnn_fmnist'"):
         train("vgg16")
@@ -85,14 +137,18 @@ def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(10)
-    running = EpochBatches(info, images, labels, 4, seed=7, augment=True)
-    running.on_epoch_end()  # now at epoch 1
+    running = EpochBatches(info, images, labels, 4, seed=7, augment=True)  # 3 batches per epoch
+    running.on_epoch_end()  # Keras calls it at odd times (also when fit starts): it changes nothing
     resumed = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augment=True)
-    assert len(resumed) == 3
-    for i in range(3):
-        (xa, ya), (xb, yb) = running[i], resumed[i]
+    within = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augment=True, first_batch=2)
+    assert running.num_batches is None  # one endless sequence, epoch after epoch
+    for i in range(6):
+        (xa, ya), (xb, yb) = running[3 + i], resumed[i]
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
+    np.testing.assert_array_equal(within[0][1], resumed[2][1])
+    np.testing.assert_array_equal(within[1][0], resumed[3][0])
+    assert not np.array_equal(resumed[0][1], resumed[3][1])  # epochs are shuffled differently
     x, y = resumed[0]
     assert x.dtype == np.float32 and x.shape == (4, 32, 32, 3) and 0 <= x.min() and x.max() <= 1
     for image, label in zip(x, y):  # a crop of the zero-padded original, maybe flipped
@@ -103,23 +159,6 @@ def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
     assert sorted(np.concatenate([resumed[i][1] for i in range(3)])) == list(range(10))  # a permutation
     batches = list(ArrayBatches(info, images, labels, 4))
     assert [len(b[1]) for b in batches] == [4, 4, 2] and np.array_equal(batches[2][1], [8, 9])
-
-
-@pytest.mark.backend
-def test_numpy_pipeline_run_resumes_exactly(tmp_path):
-    """The input path of a machine without TensorFlow (the JAX GPU machine)."""
-    root = shared_data("fashion_mnist")
-    kwargs = dict(data_dir=root, limit=200, batch_size=100, verbose=0, model_overrides={"time_steps": 3},
-                  pipeline="numpy")
-    straight = train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)
-    train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=1, **kwargs)
-    resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, epochs=2, data_dir=root, verbose=0)
-    assert json.load(open(tmp_path / "resumed" / "run.json"))["pipeline"] == "numpy"
-    assert resumed["accuracy"] == straight["accuracy"]
-    a = keras.saving.load_model(tmp_path / "straight" / "model.keras")
-    b = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
-    for x, y in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_array_equal(x, y)
 
 
 NO_TENSORFLOW = '''

@@ -16,28 +16,37 @@ def _scale(images, info):
 
 
 class EpochBatches(keras.utils.PyDataset):
-    """Shuffled (and, with `augment`, cropped and flipped) batches, epoch after epoch,
-    starting at epoch `first_epoch`."""
+    """Shuffled (and, with `augment`, cropped and flipped) batches, epoch after epoch, as
+    one endless sequence: item i is batch `first_batch + i` counted from the start of epoch
+    `first_epoch`, so it is a pure function of (seed, i) whatever Keras calls in between
+    (it calls `on_epoch_end` also when a fit starts). Give fit `steps_per_epoch`; a resumed
+    epoch starts with `first_batch` = the batches already trained on."""
 
-    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augment=False):
+    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augment=False, first_batch=0):
         super().__init__()
         self.info, self.images, self.labels = info, images, np.asarray(labels)
         self.batch_size, self.seed, self.augment = int(batch_size), int(seed), bool(augment)
-        self.epoch = int(first_epoch)
-        self._prepare_epoch()
+        self.first_epoch, self.first_batch = int(first_epoch), int(first_batch)
+        self.batches_per_epoch = math.ceil(len(self.labels) / self.batch_size)
+        self._prepare_epoch(self.first_epoch)
 
-    def _prepare_epoch(self):
-        rng = np.random.default_rng([self.seed, self.epoch])
+    @property
+    def num_batches(self):
+        return None  # endless: epochs follow one another
+
+    def _prepare_epoch(self, epoch):
+        rng = np.random.default_rng([self.seed, epoch])
         count = len(self.labels)
+        self.epoch = epoch
         self.order = rng.permutation(count)
         if self.augment:
             self.offsets = rng.integers(0, 9, (count, 2))  # crop origin in the 8-pixel padded image
             self.flips = rng.random(count) < 0.5
 
-    def __len__(self):
-        return math.ceil(len(self.labels) / self.batch_size)
-
     def __getitem__(self, index):
+        epoch, index = divmod(self.first_batch + index, self.batches_per_epoch)
+        if self.first_epoch + epoch != self.epoch:
+            self._prepare_epoch(self.first_epoch + epoch)
         positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.labels)))
         chosen = self.order[positions]
         images = _scale(self.images[chosen], self.info)
@@ -50,10 +59,6 @@ class EpochBatches(keras.utils.PyDataset):
                 crops[i] = crop[:, ::-1] if self.flips[position] else crop
             images = crops
         return images, self.labels[chosen]
-
-    def on_epoch_end(self):
-        self.epoch += 1
-        self._prepare_epoch()
 
 
 class ArrayBatches(keras.utils.PyDataset):

@@ -3,15 +3,17 @@
 A run lives in one folder:
 
     run.json          the recipe and model settings of the run (authoritative on resume)
-    checkpoint.keras  model + optimizer state after the last finished epoch (atomic write)
-    state.json        the number of finished epochs
+    checkpoint.keras  model + optimizer state after the last finished epoch, or after the
+                      last `checkpoint_every` steps within one (atomic write)
+    state.json        the progress checkpoint.keras holds: finished epochs (and steps of the next)
     log.csv           per-epoch loss/accuracy/firing rates/residuals (appended on resume)
     tensorboard/      TensorBoard logs (when tensorboard is installed)
     model.keras       the final model;  result.json: its test evaluation
 
 The data order and the augmentation of epoch e are stateless functions of (seed, e) and
 the dropout RNG state is saved with the model, so an interrupted run resumed with
-`resume=True` continues exactly as if it had not been interrupted.
+`resume=True` continues exactly as if it had not been interrupted, also from the middle of
+an epoch (the resumed epoch's batches skip the ones already trained on).
 """
 
 import dataclasses
@@ -75,9 +77,9 @@ def compile_model(model, recipe, steps_per_epoch, jit_compile=True):
     return model
 
 
-def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augment):
-    """Batches for epochs first_epoch..last_epoch-1; epoch e is shuffled (and augmented)
-    by stateless random ops seeded with (seed, e)."""
+def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augment, first_batch=0):
+    """Batches for epochs first_epoch..last_epoch-1, starting at batch `first_batch` of the
+    first; epoch e is shuffled (and augmented) by stateless random ops seeded with (seed, e)."""
     import tensorflow as tf
 
     images = tf.constant(images)
@@ -102,27 +104,43 @@ def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, se
             example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
 
     epochs = tf.data.Dataset.range(first_epoch, last_epoch)
-    return epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    return epochs.flat_map(one_epoch).skip(first_batch).prefetch(tf.data.AUTOTUNE)
 
 
-class EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch: the full model (with optimizer state) to checkpoint.keras, written
-    to a temporary file and renamed, then the finished-epoch count to state.json."""
+class RunCheckpoint(keras.callbacks.Callback):
+    """After every epoch, and every `every_steps` training steps within one when given: the
+    full model (with optimizer and RNG state) to checkpoint.keras, written to a temporary file
+    and renamed, then the progress it holds to state.json: {"finished_epochs": e} at the end
+    of an epoch, {"finished_epochs": e, "finished_steps": k} k steps into the next one."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, steps_per_epoch, every_steps=None):
         super().__init__()
-        self.folder = folder
+        self.folder, self.steps_per_epoch, self.every_steps = folder, steps_per_epoch, every_steps
+        self.step_offset = 0  # steps of the current epoch trained before this fit call (a resumed epoch)
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.step_offset + batch + 1
+        if self.every_steps and done % self.every_steps == 0 and done < self.steps_per_epoch:
+            self._save({"finished_epochs": self._epoch, "finished_steps": done})
 
     def on_epoch_end(self, epoch, logs=None):
+        self.step_offset = 0
+        self._save({"finished_epochs": epoch + 1})
+
+    def _save(self, progress):
         path = os.path.join(self.folder, "checkpoint.keras")
         self.model.save(path + ".tmp.keras")
         os.replace(path + ".tmp.keras", path)
-        _write_json(os.path.join(self.folder, "state.json"), {"finished_epochs": epoch + 1})
+        _write_json(os.path.join(self.folder, "state.json"), progress)
 
 
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
           milestones=None, warmup_steps=None, limit=None, seed=0, jit_compile="auto", verbose="auto", model_overrides=None,
-          command=None, pipeline="auto"):
+          command=None, pipeline="auto", checkpoint_every=None, callbacks=()):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
@@ -132,11 +150,15 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     graph mode on the CPU (benchmarks/step_time.py; docs/benchmarks.md). `pipeline`:
     "tf_data", "numpy" (`keras.utils.PyDataset`s, no TensorFlow needed: the JAX backend on
     a machine without TensorFlow) or "auto" (tf.data when TensorFlow is installed); a
-    resumed run keeps the pipeline it started with.
+    resumed run keeps the pipeline it started with. `checkpoint_every=k` also checkpoints
+    every k training steps within an epoch (for long epochs: an interruption then loses at
+    most k steps); `callbacks` are further Keras callbacks, called after the run's own.
     """
     # an unknown name or an option the model does not take fails before anything is written
     check_model_overrides(name, model_overrides or {})
     pipeline = validation.choose("pipeline", pipeline, PIPELINES)
+    if checkpoint_every is not None:
+        checkpoint_every = validation.integer("checkpoint_every", checkpoint_every, minimum=1)
     if pipeline == "auto":
         pipeline = "tf_data" if importlib.util.find_spec("tensorflow") else "numpy"
     output_dir = output_dir or os.path.join("runs", name)
@@ -161,7 +183,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         settings = {"pipeline": "tf_data", **saved, "data_dir": data_dir or saved.get("data_dir")}
         if epochs is not None:
             settings["recipe_overrides"] = {**saved["recipe_overrides"], "epochs": epochs}
-            _write_json(run_path, settings)
     elif resume:
         raise FileNotFoundError(f"Nothing to resume in {output_dir}: no run.json there.")
 
@@ -169,6 +190,12 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     if "milestones" in recipe_overrides:
         recipe_overrides["milestones"] = tuple(recipe_overrides["milestones"])
     recipe = dataclasses.replace(get_recipe(settings["name"]), **recipe_overrides)
+    state_path = os.path.join(output_dir, "state.json")
+    progress = json.load(open(state_path)) if resume and os.path.exists(state_path) else {}
+    first_epoch, first_step = progress.get("finished_epochs", 0), progress.get("finished_steps", 0)
+    _check_epochs(recipe.epochs, first_epoch, first_step, output_dir)
+    if resume and epochs is not None:
+        _write_json(run_path, settings)
     info = datasets.DATASETS[recipe.dataset]
     x_train, y_train = datasets.load_arrays(recipe.dataset, "train", settings["data_dir"])
     x_test, y_test = datasets.load_arrays(recipe.dataset, "test", settings["data_dir"])
@@ -180,33 +207,44 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         os.makedirs(output_dir, exist_ok=True)
         _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
 
-    state_path = os.path.join(output_dir, "state.json")
-    first_epoch = json.load(open(state_path))["finished_epochs"] if resume and os.path.exists(state_path) else 0
-    if first_epoch:
+    if progress:
         import keras_fsnn  # noqa: F401  (registers the layers)
 
         model = keras.saving.load_model(os.path.join(output_dir, "checkpoint.keras"))
+        # The checkpoint's step count is authoritative: state.json is written just after it, so
+        # it lags by one checkpoint when the process was killed between the two writes.
+        done = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+        if done != first_epoch * steps_per_epoch + first_step:
+            first_epoch, first_step = divmod(done, steps_per_epoch)
+            _check_epochs(recipe.epochs, first_epoch, first_step, output_dir)
     else:
         keras.utils.set_random_seed(settings["seed"])
         model = build_model(settings["name"], **settings["model_overrides"])
     if jit_compile == "auto":
         jit_compile = auto_jit_compile(model)
-    if first_epoch:
+    if progress:
         model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=jit_compile)
     else:
         model = compile_model(model, recipe, steps_per_epoch, jit_compile)
 
+    def training_batches(first, last, first_batch=0):
+        """Batches of epochs first..last-1 (from batch first_batch of the first), and fit's options
+        (shuffle=False: they are shuffled by (seed, epoch) already)."""
+        if settings["pipeline"] == "numpy":
+            data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first, info.augment,
+                                first_batch)
+        else:
+            data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first, last, settings["seed"],
+                                  info.augment, first_batch)
+        return data, {"steps_per_epoch": steps_per_epoch - first_batch, "shuffle": False}
+
     if settings["pipeline"] == "numpy":
-        train_data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first_epoch, info.augment)
         test_data = ArrayBatches(info, x_test, y_test, EVAL_BATCH)
-        steps = {}
     else:
-        train_data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first_epoch, recipe.epochs,
-                                    settings["seed"], info.augment)
         test_data = datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(x_test, y_test))
-        steps = {"steps_per_epoch": steps_per_epoch, "shuffle": False}
-    callbacks = [EpochCheckpoint(output_dir), EquilibriumMonitor(),
-                 keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True)]
+    checkpoint = RunCheckpoint(output_dir, steps_per_epoch, checkpoint_every)
+    callbacks = [checkpoint, EquilibriumMonitor(),
+                 keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True), *callbacks]
     # Keras's TensorBoard callback writes through tf.summary: it needs TensorFlow as well.
     if all(importlib.util.find_spec(package) for package in ("tensorboard", "tensorflow")):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
@@ -214,8 +252,15 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         warnings.warn("TensorBoard logs are off: they need the tensorboard and tensorflow packages "
                       "(pip install 'keras-fsnn[train]'); log.csv is written.", stacklevel=2)
     started = time.time()
+    if first_step:  # the rest of the interrupted epoch (its logged training metrics cover only this part)
+        data, steps = training_batches(first_epoch, first_epoch + 1, first_step)
+        checkpoint.step_offset = first_step
+        model.fit(data, epochs=first_epoch + 1, initial_epoch=first_epoch, validation_data=test_data,
+                  callbacks=callbacks, verbose=verbose, **steps)
+        first_epoch += 1
     if first_epoch < recipe.epochs:
-        model.fit(train_data, epochs=recipe.epochs, initial_epoch=first_epoch, validation_data=test_data,
+        data, steps = training_batches(first_epoch, recipe.epochs)
+        model.fit(data, epochs=recipe.epochs, initial_epoch=first_epoch, validation_data=test_data,
                   callbacks=callbacks, verbose=verbose, **steps)
     model.save(os.path.join(output_dir, "model.keras"))
     result = evaluate(model, test_data)
@@ -273,6 +318,15 @@ def evaluate(model, data, residual_batches=4):
 
 def machine_description():
     return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, Keras {keras.__version__} ({keras.backend.backend()}), Python {sys.version.split()[0]}"
+
+
+def _check_epochs(epochs, finished_epochs, finished_steps, output_dir):
+    needed = finished_epochs + (finished_steps > 0)
+    if epochs < needed:
+        raise ValueError(
+            f"epochs={epochs}, but the run in {output_dir} has trained {finished_epochs} epochs"
+            + (f" and {finished_steps} steps of the next" if finished_steps else "")
+            + f": pass --epochs {needed} or more.")
 
 
 def _write_json(path, value):
