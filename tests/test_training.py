@@ -36,6 +36,14 @@ def test_warmup_multistep_schedule():
     assert WarmupMultiStep.from_config(schedule.get_config()).get_config() == schedule.get_config()
 
 
+def assert_same_run(folder_a, folder_b, result_a, result_b):
+    assert result_a["accuracy"] == result_b["accuracy"]
+    a = keras.saving.load_model(folder_a / "model.keras")
+    b = keras.saving.load_model(folder_b / "model.keras")
+    for x, y in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     root = shared_data("fashion_mnist")
     kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, model_overrides={"time_steps": 3})
@@ -43,11 +51,7 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=1, **kwargs)
     assert json.load(open(tmp_path / "resumed" / "state.json")) == {"finished_epochs": 1}
     resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, epochs=2, data_dir=root, verbose=0)
-    assert resumed["accuracy"] == straight["accuracy"]
-    a = keras.saving.load_model(tmp_path / "straight" / "model.keras")
-    b = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
-    for x, y in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_array_equal(x, y)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed", straight, resumed)
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert len(log) == 3 and log[0].startswith("epoch,")  # header + one row per epoch, none lost
     assert "val_accuracy" in log[0] and "fsnn/rate_1" in log[0]
@@ -103,11 +107,7 @@ def test_a_run_interrupted_within_an_epoch_resumes_from_its_last_step_checkpoint
 
     resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, data_dir=root, verbose=0)
     assert json.load(open(state)) == {"finished_epochs": 2}
-    assert resumed["accuracy"] == straight["accuracy"]
-    a = keras.saving.load_model(tmp_path / "straight" / "model.keras")
-    b = keras.saving.load_model(tmp_path / "resumed" / "model.keras")
-    for x, y in zip(a.get_weights(), b.get_weights()):
-        np.testing.assert_array_equal(x, y)
+    assert_same_run(tmp_path / "straight", tmp_path / "resumed", straight, resumed)
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in log[1:]] == ["0", "1"]  # one row per epoch
     with pytest.raises(ValueError, match=r"`checkpoint_every` must be an integer >= 1; received checkpoint_every=0"):
