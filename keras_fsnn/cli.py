@@ -153,8 +153,10 @@ def main(argv=None):
     else:
         from keras_fsnn import zoo
 
-        for entry in zoo.list():
-            print(f"{entry['name']:<22} {entry['status']}")
+        entries = zoo.list()
+        width = max(len(entry["name"]) for entry in entries)
+        for entry in entries:
+            print(f"{entry['name']:<{width}}  {entry['status']}")
 
 
 def _print_result(name, result):

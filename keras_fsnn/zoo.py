@@ -58,8 +58,11 @@ def list():  # noqa: A001 - the issue's API name
     for name in names():
         metadata = _read_json(os.path.join(preset_root(), name, "metadata.json"))
         if metadata.get("status") == TRAINED:
+            # the arguments the weights were trained with where they differ from the architecture's defaults
+            arguments = _read_json(os.path.join(preset_root(), name, "config.json"))["arguments"]
+            settings = "".join(f", {k}={v!r}" for k, v in arguments.items() if k != "name")
             status = (f"trained: {100 * metadata['test_accuracy']:.2f}% test accuracy on {metadata['dataset']} "
-                      f"(T={metadata['time_steps']}, {metadata['neuron'].upper()})")
+                      f"(T={metadata['time_steps']}, {metadata['neuron'].upper()}{settings})")
         else:
             status = f"not trained yet ({metadata.get('reason', 'no weights')}); load(..., weights=None) builds it"
         entries.append({"name": name, "status": status, "metadata": metadata})
