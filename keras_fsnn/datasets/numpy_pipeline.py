@@ -28,35 +28,38 @@ class EpochBatches(keras.utils.PyDataset):
         self.batch_size, self.seed, self.augment = int(batch_size), int(seed), bool(augment)
         self.first_epoch, self.first_batch = int(first_epoch), int(first_batch)
         self.batches_per_epoch = math.ceil(len(self.labels) / self.batch_size)
-        self._prepare_epoch(self.first_epoch)
+        self._drawn = (None,)
 
     @property
     def num_batches(self):
         return None  # endless: epochs follow one another
 
-    def _prepare_epoch(self, epoch):
-        rng = np.random.default_rng([self.seed, epoch])
-        count = len(self.labels)
-        self.epoch = epoch
-        self.order = rng.permutation(count)
-        if self.augment:
-            self.offsets = rng.integers(0, 9, (count, 2))  # crop origin in the 8-pixel padded image
-            self.flips = rng.random(count) < 0.5
+    def draws(self, epoch):
+        """(order, crop origins in the 8-pixel padded image, flips) of `epoch`, drawn from
+        (seed, epoch). The last epoch's are kept, as one tuple: workers reading concurrently
+        never see a half-replaced epoch."""
+        drawn = self._drawn
+        if drawn[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            count = len(self.labels)
+            order = rng.permutation(count)
+            offsets, flips = (rng.integers(0, 9, (count, 2)), rng.random(count) < 0.5) if self.augment else (None, None)
+            drawn = self._drawn = (epoch, order, offsets, flips)
+        return drawn[1:]
 
     def __getitem__(self, index):
         epoch, index = divmod(self.first_batch + index, self.batches_per_epoch)
-        if self.first_epoch + epoch != self.epoch:
-            self._prepare_epoch(self.first_epoch + epoch)
+        order, offsets, flips = self.draws(self.first_epoch + epoch)
         positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.labels)))
-        chosen = self.order[positions]
+        chosen = order[positions]
         images = _scale(self.images[chosen], self.info)
         if self.augment:
             height, width = images.shape[1:3]
             padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
             crops = np.empty_like(images)
-            for i, (position, (dy, dx)) in enumerate(zip(positions, self.offsets[positions])):
+            for i, (position, (dy, dx)) in enumerate(zip(positions, offsets[positions])):
                 crop = padded[i, dy:dy + height, dx:dx + width]
-                crops[i] = crop[:, ::-1] if self.flips[position] else crop
+                crops[i] = crop[:, ::-1] if flips[position] else crop
             images = crops
         return images, self.labels[chosen]
 
