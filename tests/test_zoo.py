@@ -54,7 +54,7 @@ def test_list_names_every_preset_and_its_status():
     for entry in entries.values():
         trained = entry["metadata"].get("status") == "trained"
         assert entry["status"].startswith("trained:" if trained else "not trained yet")
-        if trained:  # the settings the weights were trained with (mpis_fmnist: the released code's mode)
+        if trained:  # the settings the weights were trained with (e.g. simulation_dtype='bfloat16')
             arguments = json.load(open(zoo.locate(entry["name"]) + "/config.json"))["arguments"]
             assert all(f"{k}={v!r}" in entry["status"] for k, v in arguments.items() if k != "name")
 
