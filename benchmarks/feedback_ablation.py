@@ -14,6 +14,7 @@ for the preset's architecture.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -40,12 +41,17 @@ def load_model(preset, weights):
     return zoo.load(preset, weights=weights)
 
 
-def zero_feedback(model):
-    """Set every weight of the model's ImplicitStreams Trans modules to zero, in place."""
+def streams_layers(model):
+    """The model's ImplicitStreams layers; an error for a model without one."""
     layers = [layer for layer in spiking_layers(model) if isinstance(layer, ImplicitStreams)]
     if not layers:
         raise ValueError("feedback_ablation.py needs a model with an ImplicitStreams layer (an MPIS preset); "
                          f"the model's spiking layers are {[type(layer).__name__ for layer in spiking_layers(model)]}.")
+    return layers
+
+
+def zero_feedback(layers):
+    """Set every weight of the ImplicitStreams layers' Trans modules to zero, in place."""
     for layer in layers:
         for transform in layer.transforms:
             for variable in transform.weights:
@@ -61,16 +67,18 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=250)
     args = parser.parse_args(argv)
 
+    with open(os.path.join(zoo.locate(args.preset), "metadata.json")) as f:  # locate names the known presets
+        dataset = json.load(f)["dataset"]
     model = load_model(args.preset, args.weights)
-    metadata = [e for e in zoo.list() if e["name"] == args.preset][0]["metadata"]
+    layers = streams_layers(model)
 
     def measure():
-        data = datasets.make_pipeline(metadata["dataset"], "test", args.data_dir, batch_size=args.batch_size,
+        data = datasets.make_pipeline(dataset, "test", args.data_dir, batch_size=args.batch_size,
                                       limit=args.limit)
         return evaluate(model, data)
 
     rows = [("feedback as trained", measure())]
-    zero_feedback(model)
+    zero_feedback(layers)
     rows.append(("Trans weights = 0", measure()))
     print(f"{args.preset} ({args.weights}), {rows[0][1]['examples']} test images, T = {rows[0][1]['time_steps']}")
     print(f"{'':<20} {'accuracy':>9} {'residual per stream':<22} rates per layer (stream after stream)")
