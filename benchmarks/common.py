@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+# where the benchmarks look for the real datasets unless --data-dir says otherwise
+DEFAULT_DATA = os.environ.get("KERAS_FSNN_DATA") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "datasets")
+
 
 def median_seconds(fn, repeats, warmup=1):
     """Median wall time of `fn()` over `repeats` calls, after `warmup` untimed calls."""

@@ -22,7 +22,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from keras_fsnn import datasets, zoo  # noqa: E402
@@ -30,15 +29,8 @@ from keras_fsnn.callbacks import spiking_layers  # noqa: E402
 from keras_fsnn.layers import ImplicitStreams  # noqa: E402
 from keras_fsnn.training import evaluate  # noqa: E402
 
-DEFAULT_DATA = os.environ.get("KERAS_FSNN_DATA") or os.path.join(os.path.dirname(HERE), "..", "shared", "datasets")
-
-
-def load_model(preset, weights):
-    if weights.endswith(".keras"):
-        import keras_fsnn  # noqa: F401  (registers the layers)
-
-        return keras.saving.load_model(weights, compile=False)
-    return zoo.load(preset, weights=weights)
+sys.path.insert(0, HERE)
+from common import DEFAULT_DATA  # noqa: E402
 
 
 def streams_layers(model):
@@ -69,7 +61,7 @@ def main(argv=None):
 
     with open(os.path.join(zoo.locate(args.preset), "metadata.json")) as f:  # locate names the known presets
         dataset = json.load(f)["dataset"]
-    model = load_model(args.preset, args.weights)
+    model = zoo.load_for_evaluation(args.preset, args.weights)
     layers = streams_layers(model)
 
     def measure():

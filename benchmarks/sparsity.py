@@ -29,9 +29,7 @@ from keras_fsnn.energy import energy_report  # noqa: E402
 from keras_fsnn.layers import FeedbackSpikingBlock  # noqa: E402
 
 sys.path.insert(0, HERE)
-from common import figure, save  # noqa: E402
-
-DEFAULT_DATA = os.environ.get("KERAS_FSNN_DATA") or os.path.join(os.path.dirname(HERE), "..", "shared", "datasets")
+from common import DEFAULT_DATA, figure, save  # noqa: E402
 
 
 def measure(name, time_steps, data_dir, limit, batch_size=250):

@@ -31,7 +31,8 @@ import keras_fsnn  # noqa: E402
 from keras_fsnn import backend  # noqa: E402
 from keras_fsnn.callbacks import EquilibriumMonitor, spiking_blocks  # noqa: E402
 
-DEFAULT_DATA = os.path.join(os.path.dirname(HERE), "..", "shared", "datasets")
+sys.path.insert(0, HERE)
+from common import DEFAULT_DATA  # noqa: E402
 
 
 def backward_input(model, block, x, y):

@@ -270,6 +270,19 @@ def spike_backward_summary(block, run_dir):
     return summary
 
 
+def load_for_evaluation(name, weights="pretrained", **overrides):
+    """The model `evaluate` measures: a `.keras` file (e.g. a run's model.keras) without
+    overrides is loaded as saved, with its own configuration (a run trained with other
+    arguments than the preset's, such as `gradient="one_step"`, stays as trained);
+    anything else goes through `load(name, weights, **overrides)`."""
+    if weights not in ("pretrained", None) and str(weights).endswith(".keras") and not overrides:
+        import keras_fsnn  # noqa: F401  (registers the layers)
+
+        locate(name)  # an unknown name fails here too
+        return keras.saving.load_model(weights, compile=False)
+    return load(name, weights=weights, **overrides)
+
+
 def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=256, time_steps=None,
              simulation_dtype=None):
     """Test-set accuracy, per-layer firing rates and equilibrium residual of a preset;
@@ -281,12 +294,7 @@ def evaluate(name, weights="pretrained", data_dir=None, limit=None, batch_size=2
     metadata = _read_json(os.path.join(folder, "metadata.json"))
     overrides = {key: value for key, value in (("time_steps", time_steps), ("simulation_dtype", simulation_dtype))
                  if value}
-    if weights not in ("pretrained", None) and str(weights).endswith(".keras") and not overrides:
-        import keras_fsnn  # noqa: F401
-
-        model = keras.saving.load_model(weights, compile=False)
-    else:
-        model = load(folder, weights=weights, **overrides)
+    model = load_for_evaluation(folder, weights, **overrides)
     dataset = metadata["dataset"]
     data = datasets.make_pipeline(dataset, "test", data_dir, batch_size=batch_size, limit=limit)
     return evaluate_model(model, data)

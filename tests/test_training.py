@@ -151,9 +151,9 @@ def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
     assert not np.array_equal(resumed[0][1], resumed[3][1])  # epochs are shuffled differently
     x, y = resumed[0]
     assert x.dtype == np.float32 and x.shape == (4, 32, 32, 3) and 0 <= x.min() and x.max() <= 1
+    order, offsets, _ = resumed.draws(1)
     for image, label in zip(x, y):  # a crop of the zero-padded original, maybe flipped
         padded = np.pad(images[label].astype("float32") / 255, ((4, 4), (4, 4), (0, 0)))
-        order, offsets, _ = resumed.draws(1)
         dy, dx = offsets[list(order).index(label)]
         crop = padded[dy:dy + 32, dx:dx + 32]
         assert np.array_equal(image, crop) or np.array_equal(image, crop[:, ::-1])

@@ -99,6 +99,23 @@ def test_preset_round_trip_gives_the_same_predictions(tmp_path):
     assert "**50.00%**" in open(folder / "README.md").read()
 
 
+def test_a_run_file_is_evaluated_with_its_own_configuration(tmp_path):
+    """`keras-fsnn eval NAME --weights run/model.keras`: a run trained with other arguments
+    than the preset's is measured as trained, unless the user overrides a setting."""
+    run_model = zoo.load("fsnn_fmnist", weights=None, time_steps=2, neuron="lif", leak=0.9)
+    path = str(tmp_path / "model.keras")
+    run_model.save(path)
+    loaded = zoo.load_for_evaluation("fsnn_fmnist", path)
+    block = [layer for layer in loaded.layers if hasattr(layer, "neuron")][0]
+    assert (block.time_steps, block.neuron.name, block.neuron.leak) == (2, "lif", 0.9)
+    x = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
+    np.testing.assert_array_equal(ops.convert_to_numpy(run_model(x)), ops.convert_to_numpy(loaded(x)))
+    overridden = zoo.load_for_evaluation("fsnn_fmnist", path, time_steps=4)  # the preset's build, these weights
+    assert [layer for layer in overridden.layers if hasattr(layer, "neuron")][0].time_steps == 4
+    with pytest.raises(zoo.PresetError, match="Unknown zoo preset 'nope'"):
+        zoo.load_for_evaluation("nope", path)
+
+
 def test_corrupted_truncated_or_missing_weights_give_clear_errors(tmp_path):
     _, folder, _ = small_preset(tmp_path)
     weights = folder / "model.weights.h5"
