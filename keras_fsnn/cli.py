@@ -58,6 +58,10 @@ def main(argv=None):
     train.add_argument("--learning-rate", type=float)
     train.add_argument("--milestones", type=int, nargs="+", help="epochs at which the learning rate is divided by 10")
     train.add_argument("--warmup-steps", type=int, help="linear learning-rate warmup iterations")
+    train.add_argument("--random-shift", type=int, metavar="PIXELS",
+                       help="augment by random shifts of up to PIXELS (default: the paper's, 4 for CIFAR, 0 otherwise)")
+    train.add_argument("--random-flip", choices=["on", "off"],
+                       help="augment by random horizontal flips (default: the paper's, on for CIFAR only)")
     train.add_argument("--limit", type=int, help="use only the first N training and test examples")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
@@ -116,7 +120,8 @@ def main(argv=None):
         result = run_training(
             args.name, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, epochs=args.epochs,
             batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
-            warmup_steps=args.warmup_steps, limit=args.limit, seed=args.seed,
+            warmup_steps=args.warmup_steps, random_shift=args.random_shift,
+            random_flip=None if args.random_flip is None else args.random_flip == "on", limit=args.limit, seed=args.seed,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
             pipeline=args.pipeline, checkpoint_every=args.checkpoint_every,
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))

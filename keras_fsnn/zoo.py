@@ -185,13 +185,12 @@ def export_run(run_dir, folder, data_dir=None, note=None):
     result = _read_json(os.path.join(run_dir, "result.json"))
     if run.get("limit"):
         raise PresetError(f"{run_dir} was trained on a subset (limit={run['limit']}); a preset needs the full data.")
-    recipe = get_recipe(run["name"])
+    recipe = get_recipe(run["name"]).with_overrides(run["recipe_overrides"])
     name = os.path.basename(os.path.normpath(folder))
     arguments = {**recipe.model_kwargs, **run["model_overrides"], "name": name}
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"), compile=False)
     block = [layer for layer in model._flatten_layers() if hasattr(layer, "neuron")][0]
     previous = _read_json(os.path.join(folder, "metadata.json")) if os.path.isfile(os.path.join(folder, "metadata.json")) else {}
-    epochs = run["recipe_overrides"].get("epochs", recipe.epochs)
     metadata = {
         "description": previous.get("description", ""),
         "paper_result": previous.get("paper_result", ""),
@@ -209,10 +208,8 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         "residual_at_T": result.get("residual_at_T"),
         **({"residual_at_T_per_stream": result["residual_at_T_per_stream"]}
            if "residual_at_T_per_stream" in result else {}),
-        "epochs": epochs,
-        "training": f"{epochs} epochs, SGD momentum {recipe.momentum}, lr {run['recipe_overrides'].get('learning_rate', recipe.learning_rate)}, "
-                    f"milestones {run['recipe_overrides'].get('milestones', [*recipe.milestones])}, weight decay {recipe.weight_decay}, "
-                    f"batch {run['recipe_overrides'].get('batch_size', recipe.batch_size)}",
+        "epochs": recipe.epochs,
+        "training": recipe.summary(),
         "train_command": run.get("command") or "",
         "machine": result.get("machine", ""),
         "trained": run.get("started", ""),

@@ -127,6 +127,55 @@ def test_pipeline_gives_unit_range_floats_and_augments_cifar():
     assert augmented[0].shape == (8, 32, 32, 3) and not np.allclose(augmented[0].numpy(), images)
 
 
+def _is_shifted_copy(image, original, shift, flipped_too):
+    """True when `image` is a window of `original` zero-padded by `shift`, maybe flipped."""
+    padded = np.pad(original, ((shift, shift), (shift, shift), (0, 0)))
+    height, width = original.shape[:2]
+    for dy in range(2 * shift + 1):
+        for dx in range(2 * shift + 1):
+            window = padded[dy:dy + height, dx:dx + width]
+            if np.array_equal(image, window) or (flipped_too and np.array_equal(image, window[:, ::-1])):
+                return True
+    return False
+
+
+def test_augmentation_shifts_and_flips_as_asked_in_every_pipeline():
+    from keras_fsnn.datasets.numpy_pipeline import EpochBatches
+    from keras_fsnn.training.trainer import epoch_pipeline
+
+    info = datasets.DATASETS["mnist"]
+    rng = np.random.default_rng(0)
+    raw = rng.integers(1, 256, (16, 28, 28, 1), dtype=np.uint8)  # no zero pixel: a shift always shows
+    labels = np.arange(16)
+    originals = raw.astype("float32") / 255
+    for augmentation in (datasets.Augmentation(shift=2), datasets.Augmentation(shift=1, flip=True)):
+        pipelines = {
+            "make_pipeline": datasets.make_pipeline("mnist", batch_size=16, augment=augmentation, arrays=(raw, labels)),
+            "tf_data": epoch_pipeline(info, raw, labels, 16, 0, 1, seed=3, augmentation=augmentation),
+            "numpy": [EpochBatches(info, raw, labels, 16, seed=3, augmentation=augmentation)[0]],
+        }
+        for name, pipeline in pipelines.items():
+            x, y = (np.asarray(t) for t in next(iter(pipeline)))
+            assert x.shape == (16, 28, 28, 1) and x.dtype == np.float32, name
+            assert all(_is_shifted_copy(image, originals[label], augmentation.shift, augmentation.flip)
+                       for image, label in zip(x, y)), name
+            assert sum(np.array_equal(image, originals[label]) for image, label in zip(x, y)) < 8, name
+    plain = next(iter(datasets.make_pipeline("mnist", batch_size=16, augment=datasets.Augmentation(), arrays=(raw, labels))))
+    assert sorted(np.asarray(plain[1])) == list(range(16))
+    assert all(np.array_equal(image, originals[label]) for image, label in zip(np.asarray(plain[0]), np.asarray(plain[1])))
+    assert datasets.DATASETS["cifar10"].augmentation == datasets.Augmentation(4, True)  # paper 000 F.3.1
+    assert not datasets.DATASETS["fashion_mnist"].augmentation
+
+
+def test_bad_augmentation_is_refused():
+    with pytest.raises(ValueError, match=r"`shift` must be an integer >= 0; received shift=-1"):
+        datasets.Augmentation(shift=-1)
+    with pytest.raises(TypeError, match=r"`flip` must be True or False; received flip='yes'"):
+        datasets.Augmentation(shift=2, flip="yes")
+    with pytest.raises(TypeError, match=r"`augment` must be an Augmentation, True, False or None; received augment='shift'"):
+        datasets.make_pipeline("mnist", augment="shift", arrays=(np.zeros((2, 28, 28, 1), np.uint8), np.zeros(2)))
+
+
 def test_embedded_digits_need_no_files():
     pytest.importorskip("sklearn")
     x_train, y_train = datasets.load_arrays("digits", "train", data_dir="/nonexistent")

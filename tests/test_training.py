@@ -126,7 +126,11 @@ def test_bad_options_and_missing_data_write_no_run_folder(tmp_path):
         train("fsnn_mnist", output_dir=str(tmp_path / "b"), model_overrides={"backward_scale": 10.0})
     with pytest.raises(Exception, match="idx"):
         train("fsnn_mnist", data_dir=str(tmp_path / "empty"), output_dir=str(tmp_path / "c"))
-    assert not any((tmp_path / d).exists() for d in "abc")  # a corrected command can run there
+    with pytest.raises(ValueError, match=r"`random_shift` must be an integer >= 0; received random_shift=-2"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "d"), random_shift=-2)
+    with pytest.raises(TypeError, match=r"`random_flip` must be True or False; received random_flip='on'"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "e"), random_flip="on")
+    assert not any((tmp_path / d).exists() for d in "abcde")  # a corrected command can run there
 
 
 def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
@@ -137,10 +141,11 @@ def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(10)
-    running = EpochBatches(info, images, labels, 4, seed=7, augment=True)  # 3 batches per epoch
+    crop_flip = info.augmentation
+    running = EpochBatches(info, images, labels, 4, seed=7, augmentation=crop_flip)  # 3 batches per epoch
     running.on_epoch_end()  # Keras calls it at odd times (also when fit starts): it changes nothing
-    resumed = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augment=True)
-    within = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augment=True, first_batch=2)
+    resumed = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augmentation=crop_flip)
+    within = EpochBatches(info, images, labels, 4, seed=7, first_epoch=1, augmentation=crop_flip, first_batch=2)
     assert running.num_batches is None  # one endless sequence, epoch after epoch
     for i in range(6):
         (xa, ya), (xb, yb) = running[3 + i], resumed[i]
@@ -194,18 +199,18 @@ def test_training_runs_on_jax_without_tensorflow_installed(tmp_path):
     assert json.load(open(tmp_path / "run" / "run.json"))["pipeline"] == "numpy"
 
 
-@pytest.mark.parametrize("name, dataset, overrides", [
-    ("fsnn_fmnist", "fashion_mnist", {"time_steps": 3}),
-    ("spide_mnist", "mnist", {"time_steps": 3, "backward_time_steps": 5, "simulation_dtype": "bfloat16"}),
-    ("mpis_fmnist", "fashion_mnist", {"time_steps": 3, "gradient": "one_step", "rates": "first_step"}),
+@pytest.mark.parametrize("name, dataset, overrides, augmentation", [
+    ("fsnn_fmnist", "fashion_mnist", {"time_steps": 3}, {"random_shift": 2}),
+    ("spide_mnist", "mnist", {"time_steps": 3, "backward_time_steps": 5, "simulation_dtype": "bfloat16"}, {}),
+    ("mpis_fmnist", "fashion_mnist", {"time_steps": 3, "gradient": "one_step", "rates": "first_step"}, {}),
 ])
-def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset, overrides):
+def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset, overrides, augmentation):
     from keras_fsnn import zoo
 
     root = shared_data(dataset)
     run = tmp_path / "run"
     result = train(name, output_dir=str(run), data_dir=root, epochs=1, limit=128, batch_size=64, verbose=0,
-                   model_overrides=overrides)
+                   model_overrides=overrides, **augmentation)
     with pytest.raises(zoo.PresetError, match="trained on a subset"):
         zoo.export_run(str(run), str(tmp_path / "refused"))
     record = json.load(open(run / "run.json"))
@@ -221,6 +226,8 @@ def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset,
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(preset(x)), keras.ops.convert_to_numpy(trained(x)))
     card = (tmp_path / name / "README.md").read_text()
     assert f"**{100 * result['accuracy']:.2f}%**" in card
+    assert "1 epoch, SGD momentum 0.9, lr" in card and "batch 64" in card
+    assert ("random shifts of up to 2 px" in card) == bool(augmentation)  # the card says how it was trained
     assert metadata["note"] == "One epoch on 128 images." and "Note: One epoch on 128 images." in card
     assert metadata["simulation_dtype"] == overrides.get("simulation_dtype", "float32")
     assert ("bfloat16 currents" in card) == ("simulation_dtype" in overrides)

@@ -4,8 +4,8 @@ pipelines with the papers' preprocessing.
 
 Images are returned as uint8 (N, H, W, C); pipelines yield float32 images in [0, 1] (the
 normalisation is a layer inside every zoo model) and int64 labels. Augmentation follows
-paper 000 F.3.1: random crop (zero padding 4) and horizontal flip for CIFAR, none for the
-others.
+paper 000 F.3.1 by default: random crop (zero padding 4) and horizontal flip for CIFAR,
+none for the others; an `Augmentation` asks for another.
 
 Where the files are looked for, in order: `data_dir/<name>/`, then `data_dir/` itself,
 where `data_dir` is the argument, else the `KERAS_FSNN_DATA` environment variable, else
@@ -23,6 +23,26 @@ from keras_fsnn.datasets.readers import DatasetNotFoundError
 
 
 @dataclass(frozen=True)
+class Augmentation:
+    """Random translation by up to `shift` pixels in each direction (zero-pad `shift`
+    pixels on every side, crop a random window of the original size) and, with `flip`, a
+    random horizontal flip. `Augmentation()` does nothing."""
+
+    shift: int = 0
+    flip: bool = False
+
+    def __post_init__(self):
+        validation.integer("shift", self.shift, minimum=0)
+        validation.boolean("flip", self.flip)
+
+    def __bool__(self):
+        return self.shift > 0 or self.flip
+
+
+PAPER_CIFAR_AUGMENTATION = Augmentation(shift=4, flip=True)
+
+
+@dataclass(frozen=True)
 class DatasetInfo:
     name: str
     shape: tuple
@@ -30,7 +50,7 @@ class DatasetInfo:
     sizes: tuple  # (train, test)
     files: str  # what to put in the folder
     tfds_name: str = None
-    augment: bool = False
+    augmentation: Augmentation = Augmentation()  # the paper's, for training
 
 
 DATASETS = {
@@ -41,9 +61,11 @@ DATASETS = {
                                  "the four official idx .gz files (same names as MNIST)", "fashion_mnist"),
     "cifar10": DatasetInfo("cifar10", (32, 32, 3), 10, (50000, 10000),
                            "cifar-10-batches-py/ (the official python pickles) or cifar10.npz with "
-                           "x_train, y_train, x_test, y_test", "cifar10", augment=True),
+                           "x_train, y_train, x_test, y_test", "cifar10",
+                           augmentation=PAPER_CIFAR_AUGMENTATION),
     "cifar100": DatasetInfo("cifar100", (32, 32, 3), 100, (50000, 10000),
-                            "cifar-100-python/ (the official python pickles) or cifar100.npz", "cifar100", augment=True),
+                            "cifar-100-python/ (the official python pickles) or cifar100.npz", "cifar100",
+                            augmentation=PAPER_CIFAR_AUGMENTATION),
     "nmnist": DatasetInfo("nmnist", (30, 34, 34, 2), 10, (60000, 10000),
                           "the official Train/<digit>/*.bin and Test/<digit>/*.bin event files"),
     # Embedded: scikit-learn's 1,797 8x8 handwritten digits, no files needed.
@@ -117,9 +139,10 @@ def make_pipeline(name, split="train", data_dir=None, batch_size=128, training=N
                   shuffle_seed=0, source="auto", limit=None, arrays=None):
     """A batched `tf.data.Dataset` of (float32 images in [0, 1], int64 labels).
 
-    `training` (default: split == "train") shuffles each epoch; `augment` (default: the
-    dataset's paper augmentation when training) applies random crop + flip for CIFAR.
-    `limit` keeps the first `limit` examples (a fixed slice, for quick checks).
+    `training` (default: split == "train") shuffles each epoch. `augment`: an
+    `Augmentation`, True for the dataset's paper augmentation (random crop + flip for
+    CIFAR, none for the others), False for none, or None (default): the paper's when
+    training. `limit` keeps the first `limit` examples (a fixed slice, for quick checks).
     """
     import tensorflow as tf
 
@@ -128,7 +151,12 @@ def make_pipeline(name, split="train", data_dir=None, batch_size=128, training=N
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     training = (split == "train") if training is None else training
-    augment = (info.augment and training) if augment is None else augment
+    if augment is None or augment is True:
+        augment = info.augmentation if (training or augment) else Augmentation()
+    elif augment is False:
+        augment = Augmentation()
+    elif not isinstance(augment, Augmentation):
+        raise TypeError(f"Argument `augment` must be an Augmentation, True, False or None; received augment={augment!r}.")
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
@@ -136,14 +164,26 @@ def make_pipeline(name, split="train", data_dir=None, batch_size=128, training=N
 
     def prepare(image, label):
         image = tf.cast(image, tf.float32) / 255.0 if image.dtype == tf.uint8 and info.name != "nmnist" else tf.cast(image, tf.float32)
-        if augment:
-            image = tf.image.resize_with_crop_or_pad(image, info.shape[0] + 8, info.shape[1] + 8)
-            image = tf.image.random_crop(image, info.shape)
-            image = tf.image.random_flip_left_right(image)
-        return image, label
+        return augment_image(image, augment, info.shape), label
 
     dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-__all__ = ["DATASETS", "DatasetInfo", "DatasetNotFoundError", "default_data_dir", "load_arrays", "make_pipeline"]
+def augment_image(image, augmentation, shape, seed=None):
+    """One image (H, W, C) under `augmentation`, by tf.image ops: stateless ones seeded with
+    `seed` (an int64 pair; the flip uses seed + 1) when given, else TensorFlow's global RNG."""
+    import tensorflow as tf
+
+    if augmentation.shift:
+        pad = 2 * augmentation.shift
+        image = tf.image.resize_with_crop_or_pad(image, shape[0] + pad, shape[1] + pad)
+        image = (tf.image.random_crop(image, shape) if seed is None
+                 else tf.image.stateless_random_crop(image, shape, seed=seed))
+    if augmentation.flip:
+        image = (tf.image.random_flip_left_right(image) if seed is None
+                 else tf.image.stateless_random_flip_left_right(image, seed=seed + 1))
+    return image
+
+
+__all__ = ["Augmentation", "DATASETS", "DatasetInfo", "DatasetNotFoundError", "augment_image", "default_data_dir", "load_arrays", "make_pipeline"]

@@ -1,7 +1,8 @@
 """Training and evaluation batches without TensorFlow: `keras.utils.PyDataset`s over NumPy
 arrays, for the JAX backend on a machine that has no TensorFlow (the project's GPU
-machine). Same preprocessing as the tf.data pipelines (scale to [0, 1]; CIFAR: zero-pad
-4, random 32x32 crop, random horizontal flip), with the same guarantee: the order and
+machine). Same preprocessing as the tf.data pipelines (scale to [0, 1]; an
+`Augmentation`: zero-pad, random crop of the original size, random horizontal flip), with
+the same guarantee: the order and
 augmentation of epoch e are a pure function of (seed, e), so a resumed run draws the
 batches an uninterrupted one would have (the draws differ from tf.data's)."""
 
@@ -16,16 +17,16 @@ def _scale(images, info):
 
 
 class EpochBatches(keras.utils.PyDataset):
-    """Shuffled (and, with `augment`, cropped and flipped) batches, epoch after epoch, as
+    """Shuffled (and augmented by `augmentation`, a `datasets.Augmentation`) batches, epoch after epoch, as
     one endless sequence: item i is batch `first_batch + i` counted from the start of epoch
     `first_epoch`, so it is a pure function of (seed, i) whatever Keras calls in between
     (it calls `on_epoch_end` also when a fit starts). Give fit `steps_per_epoch`; a resumed
     epoch starts with `first_batch` = the batches already trained on."""
 
-    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augment=False, first_batch=0):
+    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augmentation=None, first_batch=0):
         super().__init__()
         self.info, self.images, self.labels = info, images, np.asarray(labels)
-        self.batch_size, self.seed, self.augment = int(batch_size), int(seed), bool(augment)
+        self.batch_size, self.seed, self.augmentation = int(batch_size), int(seed), augmentation
         self.first_epoch, self.first_batch = int(first_epoch), int(first_batch)
         self.batches_per_epoch = math.ceil(len(self.labels) / self.batch_size)
         self._drawn = (None,)
@@ -35,7 +36,7 @@ class EpochBatches(keras.utils.PyDataset):
         return None  # endless: epochs follow one another
 
     def draws(self, epoch):
-        """(order, crop origins in the 8-pixel padded image, flips) of `epoch`, drawn from
+        """(order, crop origins in the zero-padded image, flips) of `epoch`, drawn from
         (seed, epoch). The last epoch's are kept, as one tuple: workers reading concurrently
         never see a half-replaced epoch."""
         drawn = self._drawn
@@ -43,7 +44,10 @@ class EpochBatches(keras.utils.PyDataset):
             rng = np.random.default_rng([self.seed, epoch])
             count = len(self.labels)
             order = rng.permutation(count)
-            offsets, flips = (rng.integers(0, 9, (count, 2)), rng.random(count) < 0.5) if self.augment else (None, None)
+            offsets = flips = None
+            if self.augmentation:
+                offsets = rng.integers(0, 2 * self.augmentation.shift + 1, (count, 2))
+                flips = (rng.random(count) < 0.5) & self.augmentation.flip
             drawn = self._drawn = (epoch, order, offsets, flips)
         return drawn[1:]
 
@@ -53,9 +57,10 @@ class EpochBatches(keras.utils.PyDataset):
         positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.labels)))
         chosen = order[positions]
         images = _scale(self.images[chosen], self.info)
-        if self.augment:
+        if self.augmentation:
             height, width = images.shape[1:3]
-            padded = np.pad(images, ((0, 0), (4, 4), (4, 4), (0, 0)))
+            shift = self.augmentation.shift
+            padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
             crops = np.empty_like(images)
             for i, (position, (dy, dx)) in enumerate(zip(positions, offsets[positions])):
                 crop = padded[i, dy:dy + height, dx:dx + width]

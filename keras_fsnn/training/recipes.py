@@ -2,11 +2,13 @@
 lr 0.05, weight decay 5e-4, batch 128, 100 epochs, dropout 0.2; decay x0.1 at epochs
 30/60/90 for MNIST, Fashion-MNIST and N-MNIST, at 50/75 with 400 warmup iterations for
 CIFAR; the adjoint solved by Broyden with 30 iterations, by 30 fixed-point iterations for
-N-MNIST). Every field can be overridden from the command line."""
+N-MNIST; no augmentation except CIFAR's random crop and flip). Every field can be
+overridden from the command line."""
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from keras_fsnn import validation
+from keras_fsnn import datasets, validation
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,35 @@ class Recipe:
     weight_decay: float = 5e-4
     milestones: tuple = (30, 60, 90)
     warmup_steps: int = 0
+    # training augmentation (datasets.Augmentation); None: the dataset's paper augmentation
+    random_shift: int = None
+    random_flip: bool = None
+
+    def with_overrides(self, overrides):
+        """This recipe with the fields in `overrides` (a dict, as saved in a run.json) replaced."""
+        overrides = dict(overrides)
+        if "milestones" in overrides:
+            overrides["milestones"] = tuple(overrides["milestones"])
+        if overrides.get("random_shift") is not None:
+            validation.integer("random_shift", overrides["random_shift"], minimum=0)
+        if overrides.get("random_flip") is not None:
+            validation.boolean("random_flip", overrides["random_flip"])
+        return dataclasses.replace(self, **overrides)
+
+    def augmentation(self):
+        paper = datasets.DATASETS[self.dataset].augmentation
+        return datasets.Augmentation(paper.shift if self.random_shift is None else self.random_shift,
+                                     paper.flip if self.random_flip is None else self.random_flip)
+
+    def summary(self):
+        """One line for a model card: the schedule, the optimizer and the augmentation."""
+        augmentation = self.augmentation()
+        augmented = (", " + " and ".join(part for part in (
+            f"random shifts of up to {augmentation.shift} px" if augmentation.shift else "",
+            "random horizontal flips" if augmentation.flip else "") if part)) if augmentation else ""
+        warmup = f", {self.warmup_steps} warmup steps" if self.warmup_steps else ""
+        return (f"{self.epochs} epoch{'s' * (self.epochs != 1)}, SGD momentum {self.momentum}, lr {self.learning_rate}, milestones "
+                f"{list(self.milestones)}{warmup}, weight decay {self.weight_decay}, batch {self.batch_size}{augmented}")
 
 
 CIFAR = dict(milestones=(50, 75), warmup_steps=400)

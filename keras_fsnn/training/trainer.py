@@ -16,7 +16,6 @@ the dropout RNG state is saved with the model, so an interrupted run resumed wit
 an epoch (the resumed epoch's batches skip the ones already trained on).
 """
 
-import dataclasses
 import importlib.util
 import inspect
 import json
@@ -77,9 +76,10 @@ def compile_model(model, recipe, steps_per_epoch, jit_compile=True):
     return model
 
 
-def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augment, first_batch=0):
+def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augmentation, first_batch=0):
     """Batches for epochs first_epoch..last_epoch-1, starting at batch `first_batch` of the
-    first; epoch e is shuffled (and augmented) by stateless random ops seeded with (seed, e)."""
+    first; epoch e is shuffled (and augmented by `augmentation`, a `datasets.Augmentation`)
+    by stateless random ops seeded with (seed, e)."""
     import tensorflow as tf
 
     images = tf.constant(images)
@@ -92,11 +92,9 @@ def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, se
         def example(position, index):
             image = tf.gather(images, index)
             image = tf.cast(image, tf.float32) / 255.0 if info.name != "nmnist" else tf.cast(image, tf.float32)
-            if augment:
-                crop_seed = tf.stack([epoch, tf.cast(position, tf.int64)])
-                image = tf.image.resize_with_crop_or_pad(image, info.shape[0] + 8, info.shape[1] + 8)
-                image = tf.image.stateless_random_crop(image, info.shape, seed=crop_seed)
-                image = tf.image.stateless_random_flip_left_right(image, seed=crop_seed + 1)
+            if augmentation:
+                image = datasets.augment_image(image, augmentation, info.shape,
+                                               seed=tf.stack([epoch, tf.cast(position, tf.int64)]))
             return image, tf.gather(labels, index)
 
         positions = tf.data.Dataset.range(count)
@@ -139,8 +137,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
-          milestones=None, warmup_steps=None, limit=None, seed=0, jit_compile="auto", verbose="auto", model_overrides=None,
-          command=None, pipeline="auto", checkpoint_every=None, callbacks=()):
+          milestones=None, warmup_steps=None, random_shift=None, random_flip=None, limit=None, seed=0, jit_compile="auto",
+          verbose="auto", model_overrides=None, command=None, pipeline="auto", checkpoint_every=None, callbacks=()):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
@@ -153,6 +151,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     resumed run keeps the pipeline it started with. `checkpoint_every=k` also checkpoints
     every k training steps within an epoch (for long epochs: an interruption then loses at
     most k steps); `callbacks` are further Keras callbacks, called after the run's own.
+    `random_shift` (pixels) and `random_flip` replace the dataset's paper augmentation
+    (`datasets.Augmentation`; CIFAR: 4 and True, the others: 0 and False).
     """
     # an unknown name or an option the model does not take fails before anything is written
     check_model_overrides(name, model_overrides or {})
@@ -164,7 +164,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     output_dir = output_dir or os.path.join("runs", name)
     run_path = os.path.join(output_dir, "run.json")
     overrides = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                     milestones=list(milestones) if milestones is not None else None)
+                     milestones=list(milestones) if milestones is not None else None, random_shift=random_shift,
+                     random_flip=random_flip)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
                 "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline}
@@ -186,10 +187,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     elif resume:
         raise FileNotFoundError(f"Nothing to resume in {output_dir}: no run.json there.")
 
-    recipe_overrides = dict(settings["recipe_overrides"])
-    if "milestones" in recipe_overrides:
-        recipe_overrides["milestones"] = tuple(recipe_overrides["milestones"])
-    recipe = dataclasses.replace(get_recipe(settings["name"]), **recipe_overrides)
+    recipe = get_recipe(settings["name"]).with_overrides(settings["recipe_overrides"])
     state_path = os.path.join(output_dir, "state.json")
     progress = json.load(open(state_path)) if resume and os.path.exists(state_path) else {}
     first_epoch, first_step = progress.get("finished_epochs", 0), progress.get("finished_steps", 0)
@@ -231,11 +229,11 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         """Batches of epochs first..last-1 (from batch first_batch of the first), and fit's options
         (shuffle=False: they are shuffled by (seed, epoch) already)."""
         if settings["pipeline"] == "numpy":
-            data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first, info.augment,
-                                first_batch)
+            data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first,
+                                recipe.augmentation(), first_batch)
         else:
             data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first, last, settings["seed"],
-                                  info.augment, first_batch)
+                                  recipe.augmentation(), first_batch)
         return data, {"steps_per_epoch": steps_per_epoch - first_batch, "shuffle": False}
 
     if settings["pipeline"] == "numpy":
