@@ -130,7 +130,9 @@ def test_bad_options_and_missing_data_write_no_run_folder(tmp_path):
         train("fsnn_fmnist", output_dir=str(tmp_path / "d"), random_shift=-2)
     with pytest.raises(TypeError, match=r"`random_flip` must be True or False; received random_flip='on'"):
         train("fsnn_fmnist", output_dir=str(tmp_path / "e"), random_flip="on")
-    assert not any((tmp_path / d).exists() for d in "abcde")  # a corrected command can run there
+    with pytest.raises(ValueError, match=r"random_shift=2: augmentation applies to images .* 'nmnist' gives frame"):
+        train("fsnn_nmnist", output_dir=str(tmp_path / "f"), random_shift=2)
+    assert not any((tmp_path / d).exists() for d in "abcdef")  # a corrected command can run there
 
 
 def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():

@@ -2,9 +2,9 @@
 arrays, for the JAX backend on a machine that has no TensorFlow (the project's GPU
 machine). Same preprocessing as the tf.data pipelines (scale to [0, 1]; an
 `Augmentation`: zero-pad, random crop of the original size, random horizontal flip), with
-the same guarantee: the order and
-augmentation of epoch e are a pure function of (seed, e), so a resumed run draws the
-batches an uninterrupted one would have (the draws differ from tf.data's)."""
+the same guarantee: the order and augmentation of epoch e are a pure function of
+(seed, e), so a resumed run draws the batches an uninterrupted one would have (the draws
+differ from tf.data's)."""
 
 import math
 
@@ -17,11 +17,11 @@ def _scale(images, info):
 
 
 class EpochBatches(keras.utils.PyDataset):
-    """Shuffled (and augmented by `augmentation`, a `datasets.Augmentation`) batches, epoch after epoch, as
-    one endless sequence: item i is batch `first_batch + i` counted from the start of epoch
-    `first_epoch`, so it is a pure function of (seed, i) whatever Keras calls in between
-    (it calls `on_epoch_end` also when a fit starts). Give fit `steps_per_epoch`; a resumed
-    epoch starts with `first_batch` = the batches already trained on."""
+    """Shuffled batches (augmented by `augmentation`, a `datasets.Augmentation`), epoch after
+    epoch, as one endless sequence: item i is batch `first_batch + i` counted from the start
+    of epoch `first_epoch`, so it is a pure function of (seed, i) whatever Keras calls in
+    between (it calls `on_epoch_end` also when a fit starts). Give fit `steps_per_epoch`; a
+    resumed epoch starts with `first_batch` = the batches already trained on."""
 
     def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augmentation=None, first_batch=0):
         super().__init__()

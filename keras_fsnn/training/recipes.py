@@ -32,10 +32,14 @@ class Recipe:
         overrides = dict(overrides)
         if "milestones" in overrides:
             overrides["milestones"] = tuple(overrides["milestones"])
-        if overrides.get("random_shift") is not None:
-            validation.integer("random_shift", overrides["random_shift"], minimum=0)
-        if overrides.get("random_flip") is not None:
-            validation.boolean("random_flip", overrides["random_flip"])
+        asked = {k: overrides[k] for k in ("random_shift", "random_flip") if overrides.get(k) is not None}
+        if "random_shift" in asked:
+            validation.integer("random_shift", asked["random_shift"], minimum=0)
+        if "random_flip" in asked:
+            validation.boolean("random_flip", asked["random_flip"])
+        if asked and len(datasets.DATASETS[self.dataset].shape) != 3:
+            raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in asked.items())}: augmentation applies to images "
+                             f"(H, W, C); {self.dataset!r} gives frame sequences {datasets.DATASETS[self.dataset].shape}.")
         return dataclasses.replace(self, **overrides)
 
     def augmentation(self):
@@ -45,13 +49,17 @@ class Recipe:
 
     def summary(self):
         """One line for a model card: the schedule, the optimizer and the augmentation."""
+        parts = [f"{self.epochs} epoch{'s' * (self.epochs != 1)}", f"SGD momentum {self.momentum}",
+                 f"lr {self.learning_rate}", f"milestones {list(self.milestones)}"]
+        if self.warmup_steps:
+            parts.append(f"{self.warmup_steps} warmup steps")
+        parts += [f"weight decay {self.weight_decay}", f"batch {self.batch_size}"]
         augmentation = self.augmentation()
-        augmented = (", " + " and ".join(part for part in (
-            f"random shifts of up to {augmentation.shift} px" if augmentation.shift else "",
-            "random horizontal flips" if augmentation.flip else "") if part)) if augmentation else ""
-        warmup = f", {self.warmup_steps} warmup steps" if self.warmup_steps else ""
-        return (f"{self.epochs} epoch{'s' * (self.epochs != 1)}, SGD momentum {self.momentum}, lr {self.learning_rate}, milestones "
-                f"{list(self.milestones)}{warmup}, weight decay {self.weight_decay}, batch {self.batch_size}{augmented}")
+        if augmentation.shift:
+            parts.append(f"random shifts of up to {augmentation.shift} px")
+        if augmentation.flip:
+            parts.append("random horizontal flips")
+        return ", ".join(parts)
 
 
 CIFAR = dict(milestones=(50, 75), warmup_steps=400)
