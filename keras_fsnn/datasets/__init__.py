@@ -151,10 +151,10 @@ def make_pipeline(name, split="train", data_dir=None, batch_size=128, training=N
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     training = (split == "train") if training is None else training
-    if augment is None or augment is True:
-        augment = info.augmentation if (training or augment) else Augmentation()
-    elif augment is False:
-        augment = Augmentation()
+    if augment is None:
+        augment = training
+    if isinstance(augment, bool):
+        augment = info.augmentation if augment else Augmentation()
     elif not isinstance(augment, Augmentation):
         raise TypeError(f"Argument `augment` must be an Augmentation, True, False or None; received augment={augment!r}.")
 
