@@ -189,6 +189,44 @@ def test_spide_weight_gradients_approach_ide_gradients(kind):
     np.testing.assert_allclose(ide[-1], spide_long[-1], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.backend
+def test_backward_stage_computes_only_the_spiking_samples_and_gets_the_same_gradients(monkeypatch):
+    """The transposed connections run on the samples with a spike at that step
+    (backend.on_active_rows); computing every sample instead gives the same gradients."""
+    shape = (8, 8, 8, 2)
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, shape).astype("float32")
+    y = rng.integers(0, 3, shape[0])
+    real = keras_fsnn.backend.on_active_rows
+    computed_rows = []
+
+    def recording(fn, rows, *aligned):
+        def counted(sub_rows, *sub_aligned):
+            computed_rows.append(sub_rows.shape[0])
+            return fn(sub_rows, *sub_aligned)
+
+        return real(counted, rows, *aligned)
+
+    def gradients(on_active_rows):
+        monkeypatch.setattr(keras_fsnn.backend, "on_active_rows", on_active_rows)
+        keras.utils.set_random_seed(0)  # the same weights and dropout masks in both runs
+        model = _model(conv_block(backward_time_steps=60, dropout=0.2, backward_scale=2.0), shape)
+        return _gradients(model, x, y)
+
+    skipping = gradients(recording)
+    every_row = gradients(lambda fn, rows, *aligned: fn(rows, *aligned))
+    for a, b in zip(skipping, every_row):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)
+    assert any(np.abs(g).max() > 0 for g in skipping[:-2])
+    if keras_fsnn.backend.name == "tensorflow":  # eager TensorFlow gathers the active rows
+        assert min(computed_rows) < shape[0] and max(computed_rows) <= shape[0], computed_rows
+
+    block = set_weights(conv_block(backward_time_steps=20), shape, 0, 0.5)
+    silent = block.spike_backward(x, np.zeros((shape[0], 2, 2, 3), "float32"))  # no sample spikes
+    assert all(np.abs(np.asarray(b)).max() == 0 for b in silent["betas"])
+    assert float(silent["firing_rate"]) == 0.0
+
+
 def test_propositions_1_2_negative_resting_potential_removes_the_bias():
     """Paper 002 Propositions 1-2: with V_b - u_b = 1 fixed, u_b = -V_b makes beta an unbiased
     estimate; u_b = 0 (V_b = 1) leaves a residue in [0, 1) on the membranes, which biases

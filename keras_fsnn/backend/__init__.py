@@ -11,6 +11,11 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
 * `time_loop(steps, body, state)`: a fixed-length loop over time steps that reverse-mode
   autodiff can go through (the BPTT baseline): TensorFlow's while loop needs
   `maximum_iterations` for that under XLA, and JAX needs a scan-lowered `fori_loop`.
+* `on_active_rows(fn, rows, *aligned)`: a row-wise `fn` that maps zero rows to zero,
+  applied only to the rows (samples) of `rows` that hold a nonzero value. SPIDE's
+  spike-based backward uses it: at a given step most samples send no spike. TensorFlow
+  gathers the active rows (outside XLA: dynamic shapes); under XLA and on JAX every row is
+  computed.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
@@ -22,9 +27,9 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_fsnn.backend.tensorflow_backend import read, report, time_loop, vjp
+    from keras_fsnn.backend.tensorflow_backend import on_active_rows, read, report, time_loop, vjp
 elif _BACKEND == "jax":
-    from keras_fsnn.backend.jax_backend import read, report, time_loop, vjp
+    from keras_fsnn.backend.jax_backend import on_active_rows, read, report, time_loop, vjp
 else:
     raise ImportError(
         f"keras_fsnn supports the 'tensorflow' and 'jax' Keras backends; the active "
@@ -33,4 +38,4 @@ else:
 
 name = _BACKEND
 
-__all__ = ["name", "read", "report", "time_loop", "vjp"]
+__all__ = ["name", "on_active_rows", "read", "report", "time_loop", "vjp"]

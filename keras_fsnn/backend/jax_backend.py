@@ -24,3 +24,8 @@ def report(sink, *values):
 
 def time_loop(steps, body, state):
     return jax.lax.fori_loop(0, steps, body, state)  # static bounds: lowered to a scan
+
+
+def on_active_rows(fn, rows, *aligned):
+    # jit needs static shapes: every row is computed (silent rows give zero anyway).
+    return fn(rows, *aligned)

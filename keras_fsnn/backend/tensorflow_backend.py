@@ -2,6 +2,12 @@
 
 import tensorflow as tf
 
+try:  # where TensorFlow keeps it; without it every call is treated as XLA (the dense path)
+    from tensorflow.python.framework.ops import get_default_graph
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+except ImportError:  # pragma: no cover
+    GraphOrParentsInXlaContext = None
+
 
 def read(variable):
     return tf.convert_to_tensor(variable)
@@ -30,3 +36,17 @@ def report(sink, *values):
 def time_loop(steps, body, state):
     return tf.while_loop(lambda t, _: t < steps, lambda t, value: (t + 1, body(t, value)),
                          (tf.constant(0), state), maximum_iterations=steps)[1]
+
+
+def on_active_rows(fn, rows, *aligned):
+    """fn(rows, *aligned) for a row-wise fn that maps all-zero rows to zero, computed on the
+    rows (samples) of `rows` that hold a nonzero value; the `aligned` tensors (same batch)
+    are taken at the same rows. Outside XLA the active rows are gathered into a smaller batch
+    (a dynamic shape) and the silent rows are zero without being computed; under XLA, which
+    needs static shapes, fn runs on every row."""
+    if GraphOrParentsInXlaContext is None or GraphOrParentsInXlaContext(get_default_graph()):
+        return fn(rows, *aligned)
+    batch = tf.shape(rows)[0]
+    active = tf.cast(tf.where(tf.reduce_any(tf.not_equal(tf.reshape(rows, (batch, -1)), 0), axis=1)), tf.int32)
+    out = fn(tf.gather_nd(rows, active), *[tf.gather_nd(t, active) for t in aligned])
+    return tf.scatter_nd(active, out, tf.concat([[batch], tf.shape(out)[1:]], axis=0))

@@ -441,7 +441,16 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         dtype = self.simulation_dtype
 
         def transpose(index, at):
-            return backend.vjp(lambda a: self._current(index, params, a, masks, compute_dtype=dtype)[0], at)[1]
+            # v -> F^T (D . v), taken only on the samples that spiked (backend.on_active_rows):
+            # at a step of the backward stage most samples are silent.
+            stage, takes_training = self._stages[index], self._takes_training[index]
+            mask = masks[index] if masks else None
+
+            def pullback(rows, at_rows):
+                current = lambda a: stage_current(stage, takes_training, params[index], a, compute_dtype=dtype)[0]  # noqa: E731
+                return backend.vjp(current, at_rows)[1](rows)
+
+            return lambda v: backend.on_active_rows(pullback, v if mask is None else mask * v, at)
 
         transposes = [transpose(index, rates[index - 1]) for index in range(1, n)]
         transposes.append(transpose(n, rates[-1]) if self.feedback is not None else None)
