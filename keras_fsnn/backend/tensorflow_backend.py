@@ -42,11 +42,16 @@ def on_active_rows(fn, rows, *aligned):
     """fn(rows, *aligned) for a row-wise fn that maps all-zero rows to zero, computed on the
     rows (samples) of `rows` that hold a nonzero value; the `aligned` tensors (same batch)
     are taken at the same rows. Outside XLA the active rows are gathered into a smaller batch
-    (a dynamic shape) and the silent rows are zero without being computed; under XLA, which
-    needs static shapes, fn runs on every row."""
+    (a dynamic shape) and the silent rows are zero without being computed; when every row is
+    active, fn takes them as they are. Under XLA, which needs static shapes, fn runs on
+    every row."""
     if GraphOrParentsInXlaContext is None or GraphOrParentsInXlaContext(get_default_graph()):
         return fn(rows, *aligned)
     batch = tf.shape(rows)[0]
     active = tf.cast(tf.where(tf.reduce_any(tf.not_equal(tf.reshape(rows, (batch, -1)), 0), axis=1)), tf.int32)
-    out = fn(tf.gather_nd(rows, active), *[tf.gather_nd(t, active) for t in aligned])
-    return tf.scatter_nd(active, out, tf.concat([[batch], tf.shape(out)[1:]], axis=0))
+
+    def gathered():
+        out = fn(tf.gather_nd(rows, active), *[tf.gather_nd(t, active) for t in aligned])
+        return tf.scatter_nd(active, out, tf.concat([[batch], tf.shape(out)[1:]], axis=0))
+
+    return tf.cond(tf.equal(tf.shape(active)[0], batch), lambda: fn(rows, *aligned), gathered)
