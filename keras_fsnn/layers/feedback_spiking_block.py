@@ -441,14 +441,12 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         dtype = self.simulation_dtype
 
         def transpose(index, at):
-            # v -> F^T (D . v), taken only on the samples that spiked (backend.on_active_rows):
-            # at a step of the backward stage most samples are silent.
-            stage, takes_training = self._stages[index], self._takes_training[index]
+            # v -> F^T (D . v), computed only on the samples with a spike at this step
+            # (backend.on_active_rows): at a backward step most samples are silent.
             mask = masks[index] if masks else None
 
             def pullback(rows, at_rows):
-                current = lambda a: stage_current(stage, takes_training, params[index], a, compute_dtype=dtype)[0]  # noqa: E731
-                return backend.vjp(current, at_rows)[1](rows)
+                return backend.vjp(lambda a: self._current(index, params, a, [], compute_dtype=dtype)[0], at_rows)[1](rows)
 
             return lambda v: backend.on_active_rows(pullback, v if mask is None else mask * v, at)
 
