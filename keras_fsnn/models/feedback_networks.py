@@ -157,7 +157,7 @@ def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=
                 solver="broyden", solver_steps=30, gradient="ide", bn_statistics="paper",
                simulation_dtype="float32", name="fsnn_fmnist"):
     """Fashion-MNIST 400 (F400): dense 784->400 with a 400->400 feedback; 478,810
-    parameters (paper 000 Table 2: 478K). Paper: T = 5. Uses the MNIST normalisation
+    parameters (paper 000 Table 1: 478K). Paper: T = 5. Uses the MNIST normalisation
     constants, as the paper and the released code do."""
     options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics,
                              simulation_dtype)
