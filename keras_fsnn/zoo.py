@@ -324,7 +324,8 @@ def model_card(name, metadata, arguments):
         *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
         *([f"| simulation precision | {metadata['simulation_dtype']} currents (`simulation_dtype`), float32 state and "
-            "gradients |"] if metadata.get("simulation_dtype", "float32") != "float32" else []),
+            "gradients; on a CPU without bfloat16 units load it with `simulation_dtype='float32'` (8x faster on an "
+            "AVX2-only CPU, docs/ide.md) |"] if metadata.get("simulation_dtype", "float32") != "float32" else []),
         f"| machine | {metadata.get('machine', '')} |",
         f"| weights sha256 | `{metadata['weights_sha256']}` |",
         "",
