@@ -51,6 +51,9 @@ def main(argv=None):
     train.add_argument("--data-dir", help="folder with the dataset files (default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
     train.add_argument("--output-dir", help="run folder (default: runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --output-dir")
+    train.add_argument("--initial-weights", metavar="PRESET_OR_FILE",
+                       help="start from these weights (a zoo preset or a .weights.h5/.keras file) instead of a fresh "
+                            "initialisation; the optimizer starts afresh")
     train.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                        help="also checkpoint every STEPS training steps within an epoch (default: at epoch ends only)")
     train.add_argument("--epochs", type=int)
@@ -123,7 +126,7 @@ def main(argv=None):
             warmup_steps=args.warmup_steps, random_shift=args.random_shift,
             random_flip=None if args.random_flip is None else args.random_flip == "on", limit=args.limit, seed=args.seed,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
-            pipeline=args.pipeline, checkpoint_every=args.checkpoint_every,
+            pipeline=args.pipeline, checkpoint_every=args.checkpoint_every, initial_weights=args.initial_weights,
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":

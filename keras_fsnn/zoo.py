@@ -107,22 +107,26 @@ def load(name, weights="pretrained", **overrides):
     model = build(folder, **overrides)
     if weights is None:
         return model
-    if weights == "pretrained":
-        path = pretrained_weights_path(folder)
-    else:
-        path = os.fspath(weights)
-        if not os.path.isfile(path):
-            raise PresetError(f"weights={path!r}: no such file.")
-    if path.endswith(".keras"):
-        import keras_fsnn  # noqa: F401  (registers the layers)
+    path = pretrained_weights_path(folder) if weights == "pretrained" else weights
+    return load_weights(model, path, name)
 
-        source = keras.saving.load_model(path, compile=False)
-        model.set_weights(source.get_weights())
-    else:
-        try:
+
+def load_weights(model, path, name=None):
+    """Load the weights in `path` (a `.weights.h5` file, or a `.keras` model of the same
+    architecture) into `model`; a missing file or a mismatch is a `PresetError`."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PresetError(f"weights={path!r}: no such file.")
+    name = name or model.name
+    try:
+        if path.endswith(".keras"):
+            import keras_fsnn  # noqa: F401  (registers the layers)
+
+            model.set_weights(keras.saving.load_model(path, compile=False).get_weights())
+        else:
             model.load_weights(path)
-        except Exception as error:
-            raise PresetError(f"Could not load weights from {path} into {name!r}: {error}") from error
+    except Exception as error:
+        raise PresetError(f"Could not load weights from {path} into {name!r}: {error}") from error
     return model
 
 
@@ -215,6 +219,8 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         "trained": run.get("started", ""),
         "simulation_dtype": getattr(block, "simulation_dtype", "float32"),
     }
+    if run.get("initial_weights"):
+        metadata["initial_weights"] = {k: run["initial_weights"][k] for k in ("source", "sha256")}
     if note:
         metadata["note"] = note
     if block.backward.name == "spide":
@@ -323,6 +329,9 @@ def model_card(name, metadata, arguments):
         f"| equilibrium residual at T | {residual} |",
         *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
+        *([f"| initial weights | `{metadata['initial_weights']['source']}` (sha256 "
+            f"`{metadata['initial_weights']['sha256'][:16]}…`), not a fresh initialisation; the optimizer started "
+            "afresh |"] if metadata.get("initial_weights") else []),
         *([f"| simulation precision | {metadata['simulation_dtype']} currents (`simulation_dtype`), float32 state and "
             "gradients; on a CPU without bfloat16 units load it with `simulation_dtype='float32'` (8x faster on an "
             "AVX2-only CPU, docs/ide.md) |"] if metadata.get("simulation_dtype", "float32") != "float32" else []),

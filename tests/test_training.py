@@ -67,6 +67,46 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     cli(["eval", "fsnn_fmnist", "--weights", str(tmp_path / "straight" / "model.keras"), "--data-dir", root, "--limit", "200"])
 
 
+def test_a_run_can_start_from_trained_weights(tmp_path):
+    """initial_weights: a new run starts from a weights file or a preset (recorded with its
+    sha256 in run.json, the preset's metadata and card) instead of a fresh initialisation."""
+    from keras_fsnn import zoo
+
+    root = shared_data("fashion_mnist")
+    kwargs = dict(data_dir=root, limit=128, batch_size=64, verbose=0, epochs=1, model_overrides={"time_steps": 2})
+    train("fsnn_fmnist", output_dir=str(tmp_path / "first"), **kwargs)
+    first = keras.saving.load_model(tmp_path / "first" / "model.keras", compile=False)
+    first.save_weights(tmp_path / "first.weights.h5")
+    for source in (tmp_path / "first.weights.h5", tmp_path / "first" / "model.keras"):
+        # learning rate 0: the trainable weights stay where they started
+        run = tmp_path / f"from_{source.name}"
+        train("fsnn_fmnist", output_dir=str(run), initial_weights=str(source), learning_rate=0.0, **kwargs)
+        second = keras.saving.load_model(run / "model.keras", compile=False)
+        for a, b in zip(first.trainable_weights, second.trainable_weights):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+        assert json.load(open(run / "run.json"))["initial_weights"]["sha256"] == zoo.sha256(str(source))
+    fresh = keras.saving.load_model(tmp_path / "first" / "model.keras", compile=False)  # a control: training moves them
+    train("fsnn_fmnist", output_dir=str(tmp_path / "moved"), initial_weights=str(tmp_path / "first.weights.h5"), **kwargs)
+    moved = keras.saving.load_model(tmp_path / "moved" / "model.keras", compile=False)
+    assert not np.array_equal(fresh.trainable_weights[0].numpy(), moved.trainable_weights[0].numpy())
+
+    run = tmp_path / "from_first.weights.h5"
+    record = json.load(open(run / "run.json"))
+    json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
+    metadata = zoo.export_run(str(run), str(tmp_path / "preset"))
+    assert metadata["initial_weights"] == {"source": str(tmp_path / "first.weights.h5"), "sha256": record["initial_weights"]["sha256"]}
+    assert "| initial weights | `" in (tmp_path / "preset" / "README.md").read_text()
+
+    with pytest.raises(ValueError, match="initial_weights='nope': neither a weights file"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "a"), initial_weights="nope", **kwargs)
+    with pytest.raises(zoo.PresetError, match="Could not load weights"):  # another architecture's preset
+        train("fsnn_fmnist", output_dir=str(tmp_path / "b"), initial_weights="fsnn_mnist", **kwargs)
+    with pytest.raises(ValueError, match="a resumed run continues from its checkpoint"):
+        train("fsnn_fmnist", output_dir=str(run), resume=True, initial_weights=str(tmp_path / "first.weights.h5"),
+              data_dir=root)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 class Interrupt(Exception):
     pass
 

@@ -138,7 +138,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
           milestones=None, warmup_steps=None, random_shift=None, random_flip=None, limit=None, seed=0, jit_compile="auto",
-          verbose="auto", model_overrides=None, command=None, pipeline="auto", checkpoint_every=None, callbacks=()):
+          verbose="auto", model_overrides=None, command=None, pipeline="auto", checkpoint_every=None, callbacks=(),
+          initial_weights=None):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
@@ -153,6 +154,10 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     most k steps); `callbacks` are further Keras callbacks, called after the run's own.
     `random_shift` (pixels) and `random_flip` replace the dataset's paper augmentation
     (`datasets.Augmentation`; CIFAR: 4 and True, the others: 0 and False).
+    `initial_weights` starts a new run from trained weights instead of a fresh
+    initialisation (fine-tuning, or a second schedule after a first): a zoo preset name
+    (its sha256-verified weights) or a `.weights.h5` / `.keras` file of the same
+    architecture; run.json records the file and its sha256. The optimizer starts afresh.
     """
     # an unknown name or an option the model does not take fails before anything is written
     check_model_overrides(name, model_overrides or {})
@@ -169,6 +174,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
                 "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline}
+    if initial_weights is not None and not resume:
+        settings["initial_weights"] = _initial_weights(initial_weights)
     if os.path.exists(run_path):
         if not resume:
             raise FileExistsError(
@@ -179,6 +186,9 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         asked = {**{k: v for k, v in overrides.items() if k != "epochs"}, **settings["model_overrides"]}
         kept = {**{k: v for k, v in saved["recipe_overrides"].items() if k != "epochs"}, **saved["model_overrides"]}
         changed = {k: (kept.get(k), v) for k, v in asked.items() if kept.get(k) != v}
+        if initial_weights is not None:
+            raise ValueError(f"initial_weights={initial_weights!r}: a resumed run continues from its checkpoint; "
+                             "initial_weights only starts a new run.")
         if changed:
             raise ValueError(f"resume continues the saved run with its own settings; these differ (saved, asked): {changed}")
         settings = {"pipeline": "tf_data", **saved, "data_dir": data_dir or saved.get("data_dir")}
@@ -201,10 +211,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         x_train, y_train = x_train[: settings["limit"]], y_train[: settings["limit"]]
         x_test, y_test = x_test[: settings["limit"]], y_test[: settings["limit"]]
     steps_per_epoch = int(np.ceil(len(y_train) / recipe.batch_size))
-    if not os.path.exists(run_path):  # a new run: written once its data has been found
-        os.makedirs(output_dir, exist_ok=True)
-        _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
-
     if progress:
         import keras_fsnn  # noqa: F401  (registers the layers)
 
@@ -218,6 +224,11 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     else:
         keras.utils.set_random_seed(settings["seed"])
         model = build_model(settings["name"], **settings["model_overrides"])
+        if settings.get("initial_weights"):
+            _load_initial_weights(model, settings["initial_weights"])
+    if not os.path.exists(run_path):  # a new run: written once its data and initial weights have loaded
+        os.makedirs(output_dir, exist_ok=True)
+        _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     if jit_compile == "auto":
         jit_compile = auto_jit_compile(model)
     if progress:
@@ -266,6 +277,34 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                   machine=machine_description(), parameters=count_parameters(model), dataset=recipe.dataset)
     _write_json(os.path.join(output_dir, "result.json"), result)
     return result
+
+
+def _initial_weights(source):
+    """run.json's record of the weights a run starts from: the file and its sha256."""
+    from keras_fsnn import zoo
+
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"initial_weights={source!r}: expected a zoo preset name or a path, got {type(source).__name__}.")
+    source = os.fspath(source)
+    if os.path.isfile(source):
+        path = source
+    elif source in zoo.names():
+        path = zoo.pretrained_weights_path(zoo.locate(source))
+    else:
+        raise ValueError(f"initial_weights={source!r}: neither a weights file (.weights.h5 / .keras) nor a zoo "
+                         f"preset; known presets: {', '.join(zoo.names())}.")
+    if not path.endswith((".weights.h5", ".keras")):
+        raise ValueError(f"initial_weights={source!r}: expected a .weights.h5 or .keras file.")
+    return {"source": source, "path": os.path.abspath(path), "sha256": zoo.sha256(path)}
+
+
+def _load_initial_weights(model, record):
+    from keras_fsnn import zoo
+
+    if zoo.sha256(record["path"]) != record["sha256"]:
+        raise ValueError(f"initial_weights: {record['path']} changed since the run started "
+                         f"(sha256 {record['sha256']} recorded).")
+    zoo.load_weights(model, record["path"])
 
 
 def evaluate(model, data, residual_batches=4):
