@@ -189,6 +189,27 @@ def test_spide_weight_gradients_approach_ide_gradients(kind):
     np.testing.assert_allclose(ide[-1], spide_long[-1], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("active", [[], [1], [0, 1, 2]])
+def test_on_active_rows_keeps_the_output_shape_of_a_shape_changing_pullback(active):
+    """The transposed connection of a strided Conv2DTranspose feedback maps (2, 2, 3) rows
+    to (4, 4, 4) ones; with no active row TensorFlow's kernels once returned the wrong shape."""
+    from keras_fsnn import backend
+
+    layer = keras.layers.Conv2DTranspose(4, 3, strides=2, padding="same", use_bias=False)
+    at = keras.ops.convert_to_tensor(np.random.default_rng(0).uniform(0, 1, (3, 2, 2, 3)).astype("float32"))
+    layer(at)
+    rows = np.zeros((3, 4, 4, 4), "float32")
+    rows[active] = 1.0
+
+    def pullback(v, a):
+        return backend.vjp(layer, a)[1](v)
+
+    out = keras.ops.convert_to_numpy(backend.on_active_rows(pullback, keras.ops.convert_to_tensor(rows), at))
+    assert out.shape == (3, 2, 2, 3)
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(pullback(keras.ops.convert_to_tensor(rows), at)),
+                               atol=1e-6)
+
+
 @pytest.mark.backend
 def test_backward_stage_computes_only_the_spiking_samples_and_gets_the_same_gradients(monkeypatch):
     """The transposed connections run on the samples with a spike at that step

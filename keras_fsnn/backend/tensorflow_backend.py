@@ -49,6 +49,10 @@ def on_active_rows(fn, rows, *aligned):
         return fn(rows, *aligned)
     batch = tf.shape(rows)[0]
     active = tf.cast(tf.where(tf.reduce_any(tf.not_equal(tf.reshape(rows, (batch, -1)), 0), axis=1)), tf.int32)
+    # Never an empty batch: TensorFlow's CPU kernels give wrong shapes for some ops on zero
+    # rows (the input gradient of a Conv2DTranspose came back in the output's shape, TF 2.21
+    # with oneDNN on AVX-512). With every row silent, row 0 (zero in, zero out) stands in.
+    active = tf.cond(tf.equal(tf.shape(active)[0], 0), lambda: tf.zeros((1, 1), tf.int32), lambda: active)
 
     def gathered():
         out = fn(tf.gather_nd(rows, active), *[tf.gather_nd(t, active) for t in aligned])
