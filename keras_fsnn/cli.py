@@ -66,6 +66,9 @@ def main(argv=None):
     train.add_argument("--random-flip", choices=["on", "off"],
                        help="augment by random horizontal flips (default: the paper's, on for CIFAR only)")
     train.add_argument("--limit", type=int, help="use only the first N training and test examples")
+    train.add_argument("--validation-examples", type=int, metavar="N",
+                       help="hold out the last N training examples: epochs report val_ figures on them, and the "
+                            "test set is evaluated only after the last epoch")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
                        help="XLA compilation (auto: on, except conv models on TensorFlow, faster without on CPU)")
@@ -127,6 +130,7 @@ def main(argv=None):
             random_flip=None if args.random_flip is None else args.random_flip == "on", limit=args.limit, seed=args.seed,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
             pipeline=args.pipeline, checkpoint_every=args.checkpoint_every, initial_weights=args.initial_weights,
+            validation_examples=args.validation_examples,
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":

@@ -219,6 +219,9 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         "trained": run.get("started", ""),
         "simulation_dtype": getattr(block, "simulation_dtype", "float32"),
     }
+    if run.get("validation_examples"):
+        metadata["validation_examples"] = run["validation_examples"]
+        metadata["validation_accuracy"] = result.get("validation", {}).get("accuracy")
     if run.get("initial_weights"):
         metadata["initial_weights"] = {k: run["initial_weights"][k] for k in ("source", "sha256")}
     if note:
@@ -329,6 +332,8 @@ def model_card(name, metadata, arguments):
         f"| equilibrium residual at T | {residual} |",
         *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
+        *([f"| validation | the last {metadata['validation_examples']:,} training images were held out (not trained "
+            f"on); accuracy on them {100 * metadata['validation_accuracy']:.2f}% |"] if metadata.get("validation_examples") else []),
         *([f"| initial weights | `{metadata['initial_weights']['source']}` (sha256 "
             f"`{metadata['initial_weights']['sha256'][:16]}…`), not a fresh initialisation; the optimizer started "
             "afresh |"] if metadata.get("initial_weights") else []),

@@ -107,6 +107,38 @@ def test_a_run_can_start_from_trained_weights(tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_held_out_validation_examples_replace_the_test_set_during_training(tmp_path):
+    """validation_examples=N: the last N training examples are not trained on and are what
+    the epochs report as val_; the test set is evaluated once, at the end."""
+    from keras_fsnn import zoo
+
+    root = shared_data("fashion_mnist")
+    kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, epochs=1, model_overrides={"time_steps": 2})
+    run = tmp_path / "run"
+    result = train("fsnn_fmnist", output_dir=str(run), validation_examples=100, **kwargs)
+    assert result["examples"] == 300 and result["validation"]["examples"] == 100
+    model = keras.saving.load_model(run / "model.keras")
+    assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 2  # 200 examples, batch 100
+    log = (run / "log.csv").read_text().splitlines()
+    row = dict(zip(log[0].split(","), log[-1].split(",")))
+    assert float(row["val_accuracy"]) == pytest.approx(result["validation"]["accuracy"], abs=1e-6)
+    assert json.load(open(run / "run.json"))["validation_examples"] == 100
+
+    with pytest.raises(ValueError, match=r"these differ .*'validation_examples': \(100, 50\)"):
+        train("fsnn_fmnist", output_dir=str(run), resume=True, validation_examples=50, epochs=2, data_dir=root)
+    record = json.load(open(run / "run.json"))
+    json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
+    metadata = zoo.export_run(str(run), str(tmp_path / "preset"))
+    assert metadata["validation_examples"] == 100 and metadata["validation_accuracy"] == result["validation"]["accuracy"]
+    assert "| validation | the last 100 training images were held out" in (tmp_path / "preset" / "README.md").read_text()
+
+    with pytest.raises(ValueError, match="validation_examples=300: the training set has 300 examples"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "a"), validation_examples=300, **kwargs)
+    with pytest.raises(ValueError, match=r"`validation_examples` must be an integer >= 1; received validation_examples=0"):
+        train("fsnn_fmnist", output_dir=str(tmp_path / "b"), validation_examples=0, **kwargs)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 class Interrupt(Exception):
     pass
 

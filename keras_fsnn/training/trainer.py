@@ -139,7 +139,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
           milestones=None, warmup_steps=None, random_shift=None, random_flip=None, limit=None, seed=0, jit_compile="auto",
           verbose="auto", model_overrides=None, command=None, pipeline="auto", checkpoint_every=None, callbacks=(),
-          initial_weights=None):
+          initial_weights=None, validation_examples=None):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
@@ -158,12 +158,18 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     initialisation (fine-tuning, or a second schedule after a first): a zoo preset name
     (its sha256-verified weights) or a `.weights.h5` / `.keras` file of the same
     architecture; run.json records the file and its sha256. The optimizer starts afresh.
+    `validation_examples=N` holds the last N training examples out: the model trains on
+    the others, the per-epoch `val_` figures (progress bar, log.csv, TensorBoard) are
+    those N examples', and the test set is evaluated only once, after the last epoch
+    (result.json), so that a recipe or an epoch can be chosen without looking at it.
     """
     # an unknown name or an option the model does not take fails before anything is written
     check_model_overrides(name, model_overrides or {})
     pipeline = validation.choose("pipeline", pipeline, PIPELINES)
     if checkpoint_every is not None:
         checkpoint_every = validation.integer("checkpoint_every", checkpoint_every, minimum=1)
+    if validation_examples is not None:
+        validation_examples = validation.integer("validation_examples", validation_examples, minimum=1)
     if pipeline == "auto":
         pipeline = "tf_data" if importlib.util.find_spec("tensorflow") else "numpy"
     output_dir = output_dir or os.path.join("runs", name)
@@ -173,7 +179,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                      random_flip=random_flip)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
-                "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline}
+                "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline,
+                "validation_examples": validation_examples}
     if initial_weights is not None and not resume:
         settings["initial_weights"] = _initial_weights(initial_weights)
     if os.path.exists(run_path):
@@ -186,6 +193,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         asked = {**{k: v for k, v in overrides.items() if k != "epochs"}, **settings["model_overrides"]}
         kept = {**{k: v for k, v in saved["recipe_overrides"].items() if k != "epochs"}, **saved["model_overrides"]}
         changed = {k: (kept.get(k), v) for k, v in asked.items() if kept.get(k) != v}
+        if validation_examples is not None and validation_examples != saved.get("validation_examples"):
+            changed["validation_examples"] = (saved.get("validation_examples"), validation_examples)
         if initial_weights is not None:
             raise ValueError(f"initial_weights={initial_weights!r}: a resumed run continues from its checkpoint; "
                              "initial_weights only starts a new run.")
@@ -210,6 +219,12 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     if settings["limit"]:
         x_train, y_train = x_train[: settings["limit"]], y_train[: settings["limit"]]
         x_test, y_test = x_test[: settings["limit"]], y_test[: settings["limit"]]
+    held_out = settings.get("validation_examples")
+    if held_out:
+        if held_out >= len(y_train):
+            raise ValueError(f"validation_examples={held_out}: the training set has {len(y_train)} examples; hold "
+                             "out fewer, so that some are left to train on.")
+        x_train, y_train, x_val, y_val = x_train[:-held_out], y_train[:-held_out], x_train[-held_out:], y_train[-held_out:]
     steps_per_epoch = int(np.ceil(len(y_train) / recipe.batch_size))
     if progress:
         import keras_fsnn  # noqa: F401  (registers the layers)
@@ -247,10 +262,14 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                                   recipe.augmentation(), first_batch)
         return data, {"steps_per_epoch": steps_per_epoch - first_batch, "shuffle": False}
 
-    if settings["pipeline"] == "numpy":
-        test_data = ArrayBatches(info, x_test, y_test, EVAL_BATCH)
-    else:
-        test_data = datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(x_test, y_test))
+    def evaluation_batches(images, labels):
+        if settings["pipeline"] == "numpy":
+            return ArrayBatches(info, images, labels, EVAL_BATCH)
+        return datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(images, labels))
+
+    test_data = evaluation_batches(x_test, y_test)
+    # what the epochs report as val_: the held-out training examples, or else the test set
+    validation_data = evaluation_batches(x_val, y_val) if held_out else test_data
     checkpoint = RunCheckpoint(output_dir, steps_per_epoch, checkpoint_every)
     callbacks = [checkpoint, EquilibriumMonitor(),
                  keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True), *callbacks]
@@ -264,15 +283,18 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     if first_step:  # the rest of the interrupted epoch (its logged training metrics cover only this part)
         data, steps = training_batches(first_epoch, first_epoch + 1, first_step)
         checkpoint.step_offset = first_step
-        model.fit(data, epochs=first_epoch + 1, initial_epoch=first_epoch, validation_data=test_data,
+        model.fit(data, epochs=first_epoch + 1, initial_epoch=first_epoch, validation_data=validation_data,
                   callbacks=callbacks, verbose=verbose, **steps)
         first_epoch += 1
     if first_epoch < recipe.epochs:
         data, steps = training_batches(first_epoch, recipe.epochs)
-        model.fit(data, epochs=recipe.epochs, initial_epoch=first_epoch, validation_data=test_data,
+        model.fit(data, epochs=recipe.epochs, initial_epoch=first_epoch, validation_data=validation_data,
                   callbacks=callbacks, verbose=verbose, **steps)
     model.save(os.path.join(output_dir, "model.keras"))
     result = evaluate(model, test_data)
+    if held_out:
+        on_validation = evaluate(model, validation_data, residual_batches=1)
+        result["validation"] = {k: on_validation[k] for k in ("accuracy", "loss", "examples")}
     result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),
                   machine=machine_description(), parameters=count_parameters(model), dataset=recipe.dataset)
     _write_json(os.path.join(output_dir, "result.json"), result)
