@@ -1,0 +1,73 @@
+"""Cost of one adjoint-solver iteration apart from J^T, at the sizes of the zoo models.
+
+    python benchmarks/solver_cost.py
+    python benchmarks/solver_cost.py --sizes 128x12544 --repeats 5
+
+Both solvers run their full 30 iterations (tol 0) on a diagonal J^T (a negligible apply),
+compiled (graph mode on TensorFlow, jit on JAX), in one process side by side. What is
+left is the solver's own work: the fixed-point iteration touches a few (batch, D) vectors,
+Broyden also reads its two (batch, 27, D) histories twice per iteration, so at large D it
+is bound by memory bandwidth. Sizes: F400 (128 x 400), fsnn_mnist (128 x 14*14*64), and
+AlexNet-F's feedback layer (32 x 16*16*96; batch 32 as in the paper's benchmark). Printed:
+ms per iteration, and Broyden / fixed point.
+"""
+
+import argparse
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from common import median_seconds  # noqa: E402
+from keras_fsnn import solvers  # noqa: E402
+
+SIZES = {"f400": (128, 400), "fsnn_mnist": (128, 14 * 14 * 64), "alexnet_f": (32, 16 * 16 * 96)}
+STEPS = 30
+
+
+def compiled(fn):
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def per_iteration_ms(solver, batch, size, repeats):
+    rng = np.random.default_rng(0)
+    g = ops.convert_to_tensor(rng.normal(size=(batch, size)).astype("float32"))
+    # a contraction whose slow modes keep both solvers busy for all STEPS iterations
+    diagonal = ops.convert_to_tensor(np.clip(0.9 * rng.normal(size=(size,)), -0.99, 0.99).astype("float32"))
+    solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution)
+    seconds = median_seconds(lambda: ops.convert_to_numpy(solve(g)), repeats)
+    return 1e3 * seconds / STEPS
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES),
+                        help=f"model names ({', '.join(SIZES)}) or BATCHxD")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; {STEPS} iterations, diagonal J^T")
+    print(f"{'size':>12} {'batch x D':>12} {'fixed point ms':>15} {'Broyden ms':>11} {'ratio':>6}")
+    for name in args.sizes:
+        batch, size = SIZES[name] if name in SIZES else map(int, name.split("x"))
+        fixed = per_iteration_ms(solvers.fixed_point, batch, size, args.repeats)
+        broyden = per_iteration_ms(solvers.broyden, batch, size, args.repeats)
+        print(f"{name:>12} {f'{batch}x{size}':>12} {fixed:15.2f} {broyden:11.2f} {broyden / fixed:6.1f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
