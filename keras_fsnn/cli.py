@@ -23,6 +23,8 @@ def _add_model_flags(parser):
     parser.add_argument("--dropout", type=float)
     parser.add_argument("--solver", choices=["broyden", "fixed_point"])
     parser.add_argument("--solver-steps", type=int)
+    parser.add_argument("--solver-tol", type=float,
+                        help="relative residual at which the adjoint solve stops early (default 1e-5)")
     parser.add_argument("--bn-statistics", choices=["paper", "released_code"],
                         help="batch-norm statistics: the paper's (default) or the released code's")
     parser.add_argument("--gradient", choices=["ide", "one_step", "bptt", "spide"],
@@ -37,8 +39,8 @@ def _add_model_flags(parser):
 
 
 def _model_overrides(args):
-    names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps", "bn_statistics",
-             "gradient", "rates", "backward_time_steps", "backward_scale", "simulation_dtype"]
+    names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps", "solver_tol",
+             "bn_statistics", "gradient", "rates", "backward_time_steps", "backward_scale", "simulation_dtype"]
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 

@@ -102,13 +102,15 @@ MNIST_NORMALISATION = (0.1307, 0.3081)
 CIFAR_NORMALISATION = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 
 
-def _options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype="float32"):
+def _options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype="float32",
+             solver_tol=1e-5):
     return dict(time_steps=time_steps, neuron="lif", leak=leak, dropout=dropout, solver=solver,
-                solver_steps=solver_steps, gradient=gradient, rates=rates, simulation_dtype=simulation_dtype)
+                solver_steps=solver_steps, solver_tol=solver_tol, gradient=gradient, rates=rates,
+                simulation_dtype=simulation_dtype)
 
 
 def mpis_fmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="broyden", solver_steps=30,
-                gradient="ide", rates="average", simulation_dtype="float32",
+                solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
                 name="mpis_fmnist"):
     """Fashion-MNIST MPIS, two streams of 16C3-32C3s-48C3 (paper 003 Table 1,
     "16C3-32C3-48C3-FC10"), fused after layer 1, with the released code's head; 100,682
@@ -116,36 +118,39 @@ def mpis_fmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="b
     released N-MNIST model's topology (seed-code.md §4.2). Paper: 93.14% at T = 30."""
     return mpis_network((28, 28, 1), num_classes, (16, 32, 48), (1, 2, 1), head=True,
                         normalization=MNIST_NORMALISATION, name=name,
-                        **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype))
+                        **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype,
+                                   solver_tol))
 
 
 def mpis_nmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="broyden", solver_steps=30,
-                gradient="ide", rates="average", simulation_dtype="float32",
+                solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
                 name="mpis_nmnist"):
     """N-MNIST MPIS, two streams of 32C3-32C3s-64C3 on (T, 34, 34, 2) spike frames cropped
     to 32x32, as the released `MPIS_neuro`: 185,578 parameters (the paper's Table 1 says
     213K for this structure). Paper: 99.31% at T = 30."""
     return mpis_network((time_steps, 34, 34, 2), num_classes, (32, 32, 64), (1, 2, 1), head=True, crop=1,
                         input_type="sequence", name=name,
-                        **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype))
+                        **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype,
+                                   solver_tol))
 
 
 def _mpis_cifar(channels, num_classes, time_steps, leak, dropout, solver, solver_steps, gradient, rates, name,
-                simulation_dtype="float32"):
+                simulation_dtype="float32", solver_tol=1e-5):
     return mpis_network((32, 32, 3), num_classes, channels, (1, 1, 2), stem=(128, 128), head=True,
                         normalization=CIFAR_NORMALISATION, name=name,
-                        **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype))
+                        **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype,
+                                   solver_tol))
 
 
 def mpis_cifar10_large(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver="broyden", solver_steps=30,
-                       gradient="ide", rates="average", simulation_dtype="float32",
+                       solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
                        name="mpis_cifar10_large"):
     """CIFAR MPIS as released (`MPIS_static`): analog stem 128C3-128C3s, two streams of
     256C3-512C3-1024C3s with ConvT Trans, fusion conv 256, head; 28,512,138 parameters
     (CIFAR-10) / 29,986,788 (CIFAR-100): the paper's 28.5M / 30.0M models (Table 3:
     93.27% / 74.40% at T = 30)."""
     return _mpis_cifar((256, 512, 1024), num_classes, time_steps, leak, dropout, solver, solver_steps, gradient,
-                       rates, name, simulation_dtype)
+                       rates, name, simulation_dtype, solver_tol)
 
 
 def mpis_cifar100_large(num_classes=100, name="mpis_cifar100_large", **kwargs):
@@ -154,22 +159,22 @@ def mpis_cifar100_large(num_classes=100, name="mpis_cifar100_large", **kwargs):
 
 
 def mpis_cifar10(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver="broyden", solver_steps=30,
-                 gradient="ide", rates="average", simulation_dtype="float32",
+                 solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
                  name="mpis_cifar10"):
     """The 11.8M CIFAR-10 MPIS of paper 003 Table 3 (92.79% at T = 30). Neither the paper
     nor the released code gives its layout; this keeps the released topology with streams
     of 320C3-384C3-448C3s: 11,787,658 parameters."""
     return _mpis_cifar((320, 384, 448), num_classes, time_steps, leak, dropout, solver, solver_steps, gradient,
-                       rates, name, simulation_dtype)
+                       rates, name, simulation_dtype, solver_tol)
 
 
 def mpis_cifar100(num_classes=100, time_steps=30, leak=0.999, dropout=0.2, solver="broyden", solver_steps=30,
-                  gradient="ide", rates="average", simulation_dtype="float32",
+                  solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
                   name="mpis_cifar100"):
     """The 14.8M CIFAR-100 MPIS of paper 003 Table 3 (73.19% at T = 30); layout not
     published, ours: streams of 320C3-384C3-544C3s, 14,756,356 parameters."""
     return _mpis_cifar((320, 384, 544), num_classes, time_steps, leak, dropout, solver, solver_steps, gradient,
-                       rates, name, simulation_dtype)
+                       rates, name, simulation_dtype, solver_tol)
 
 
 MPIS_ARCHITECTURES = {

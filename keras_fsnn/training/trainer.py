@@ -213,6 +213,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     _check_epochs(recipe.epochs, first_epoch, first_step, output_dir)
     if resume and epochs is not None:
         _write_json(run_path, settings)
+    model = None if progress else _new_model(settings)  # before the data loads: a bad model option fails at once
     info = datasets.DATASETS[recipe.dataset]
     x_train, y_train = datasets.load_arrays(recipe.dataset, "train", settings["data_dir"])
     x_test, y_test = datasets.load_arrays(recipe.dataset, "test", settings["data_dir"])
@@ -236,11 +237,6 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         if done != first_epoch * steps_per_epoch + first_step:
             first_epoch, first_step = divmod(done, steps_per_epoch)
             _check_epochs(recipe.epochs, first_epoch, first_step, output_dir)
-    else:
-        keras.utils.set_random_seed(settings["seed"])
-        model = build_model(settings["name"], **settings["model_overrides"])
-        if settings.get("initial_weights"):
-            _load_initial_weights(model, settings["initial_weights"])
     if not os.path.exists(run_path):  # a new run: written once its data and initial weights have loaded
         os.makedirs(output_dir, exist_ok=True)
         _write_json(run_path, {**settings, "command": command, "started": time.strftime("%Y-%m-%d %H:%M:%S")})
@@ -299,6 +295,15 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                   machine=machine_description(), parameters=count_parameters(model), dataset=recipe.dataset)
     _write_json(os.path.join(output_dir, "result.json"), result)
     return result
+
+
+def _new_model(settings):
+    """A new run's model: seeded, built with the run's options, from its initial weights if any."""
+    keras.utils.set_random_seed(settings["seed"])
+    model = build_model(settings["name"], **settings["model_overrides"])
+    if settings.get("initial_weights"):
+        _load_initial_weights(model, settings["initial_weights"])
+    return model
 
 
 def _initial_weights(source):
