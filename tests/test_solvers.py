@@ -82,12 +82,13 @@ def dense_broyden(a, g, steps, memory):
     return np.stack(results)
 
 
-def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix():
-    """The solver's history-free step recurrence (and its ring buffer, memory < steps)
-    gives the iterates of Broyden's method with an explicit H."""
+@pytest.mark.parametrize("steps,memory", [(25, 9), (25, 14), (25, 3), (20, 27)])
+def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps, memory):
+    """The solver's history-free step recurrence, its ring buffer (memory < steps) and its
+    blocks of 7 slots (a partial last block, a single block, no wrap) give the iterates of
+    Broyden's method with an explicit H."""
     rng = np.random.default_rng(3)
     a, g = linear_system(rng, batch=4, size=40, radius=0.97)
-    steps, memory = 25, 9
     result = solvers.broyden(apply_jt(a), ops.convert_to_tensor(g.astype("float32")), steps=steps, tol=0.0,
                              memory=memory)
     assert int(result.iterations) == steps
