@@ -7,9 +7,9 @@ Both solvers run their full 30 iterations (tol 0) on a diagonal J^T (a negligibl
 compiled (graph mode on TensorFlow, jit on JAX), in one process side by side. What is
 left is the solver's own work: the fixed-point iteration touches a few (batch, D) vectors,
 Broyden also reads the written part of its two (batch, 27, D) histories twice per
-iteration, so at large D it is bound by memory bandwidth. Sizes: F400 (128 x 400), fsnn_mnist (128 x 14*14*64), and
-AlexNet-F's feedback layer (32 x 16*16*96; batch 32 as in the paper's benchmark). Printed:
-ms per iteration, and Broyden / fixed point.
+iteration, so at large D it is bound by memory bandwidth. Sizes: F400 (128 x 400),
+fsnn_mnist (128 x 14*14*64), and AlexNet-F's feedback layer (32 x 16*16*96; batch 32 as
+in the paper's benchmark). Printed: ms per iteration, and Broyden / fixed point.
 """
 
 import argparse
