@@ -30,7 +30,8 @@ from keras_fsnn.training.recipes import get_recipe  # noqa: E402
 
 REFERENCE = ("broyden", 100, 1e-9)
 SETTINGS = [("broyden", 30, 1e-5), ("broyden", 30, 1e-4), ("broyden", 30, 1e-3), ("broyden", 30, 1e-2),
-            ("fixed_point", 30, 1e-5)]
+            ("fixed_point", 30, 1e-5), ("gmres", 30, 1e-5), ("gmres", 30, 1e-4), ("gmres", 30, 1e-3),
+            ("gmres", 30, 1e-2)]
 
 
 def gradient_function(model):

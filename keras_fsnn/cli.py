@@ -21,7 +21,9 @@ def _add_model_flags(parser):
     parser.add_argument("--leak", type=float)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--dropout", type=float)
-    parser.add_argument("--solver", choices=["broyden", "fixed_point"])
+    parser.add_argument("--solver", choices=["broyden", "fixed_point", "gmres"],
+                        help="adjoint solver (default: broyden, the paper's; gmres: fewer, cheaper "
+                             "iterations where J^T acts per sample, see docs/ide.md)")
     parser.add_argument("--solver-steps", type=int)
     parser.add_argument("--solver-tol", type=float,
                         help="relative residual at which the adjoint solve stops early (default 1e-5)")

@@ -28,8 +28,9 @@ class ImplicitDifferentiation:
     never differentiated.
 
     Args:
-        solver: "broyden" (default, the paper's choice) or "fixed_point" (the damped
-            iteration y <- (y + J^T y + g)/2 of paper 000 F.3.2).
+        solver: "broyden" (default, the paper's choice), "gmres" (the optimal Krylov solver
+            of this linear equation, cheaper where J^T acts per sample) or "fixed_point"
+            (the damped iteration y <- (y + J^T y + g)/2 of paper 000 F.3.2).
         steps: the most solver iterations (paper: 30); each costs one J^T product.
         tol: stop early once every sample's relative residual ||y - J^T y - g||/||g|| < tol.
     """

@@ -1,7 +1,7 @@
 """The implicit gradient (IDE, paper 000 §3.2, eq. 3) equals independent references:
 a dense linear solve of the adjoint equation for a dense block, and autodiff through many
 iterations of the fixed-point map for a conv multi-layer block with batch norm and dropout.
-Both solvers. Each test also shows the feedback term matters (the Jacobian-free gradient
+Every solver. Each test also shows the feedback term matters (the Jacobian-free gradient
 is measurably different), so it could fail."""
 
 import keras
@@ -12,10 +12,11 @@ from keras import ops
 
 from keras_fsnn import FeedbackSpikingBlock
 
-SOLVERS = [("broyden", 40), ("fixed_point", 300)]
+SOLVERS = [("broyden", 40), ("fixed_point", 300), ("gmres", 40)]
 # Under the other backend (tests/test_other_backend.py) the conv check runs for Broyden only:
 # the solvers are backend-independent keras.ops code; what differs is the custom gradient.
-SOLVERS_BROYDEN_ON_BOTH_BACKENDS = [pytest.param("broyden", 40, marks=pytest.mark.backend), ("fixed_point", 300)]
+SOLVERS_BROYDEN_ON_BOTH_BACKENDS = [pytest.param("broyden", 40, marks=pytest.mark.backend), ("fixed_point", 300),
+                                    ("gmres", 40)]
 
 
 def dense_block(solver, steps, rng, d_in=10, d=16):

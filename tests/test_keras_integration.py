@@ -39,11 +39,12 @@ def compile_model(model, **kwargs):
 
 
 @pytest.mark.backend
-def test_xla_and_eager_give_the_same_losses():
+@pytest.mark.parametrize("solver", ["broyden", "gmres"])
+def test_xla_and_eager_give_the_same_losses(solver):
     x, y = data()
     histories = []
     for mode in ({"run_eagerly": True}, {"jit_compile": True}):
-        model = compile_model(conv_model(), **mode)
+        model = compile_model(conv_model(solver=solver), **mode)
         history = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0)
         histories.append(history.history["loss"] + [model.evaluate(x, y, verbose=0)])
     np.testing.assert_allclose(histories[0], histories[1], rtol=1e-4)

@@ -20,7 +20,7 @@ def apply_jt(a):
     return lambda y: ops.einsum("bij,bj->bi", at, y)
 
 
-@pytest.mark.parametrize("name,steps", [("broyden", 40), ("fixed_point", 200)])
+@pytest.mark.parametrize("name,steps", [("broyden", 40), ("fixed_point", 200), ("gmres", 40)])
 def test_solver_matches_dense_solve(name, steps):
     rng = np.random.default_rng(0)
     a, g = linear_system(rng)
@@ -41,7 +41,7 @@ def test_broyden_needs_fewer_iterations_than_fixed_point():
     assert int(broyden.iterations) < int(fixed.iterations)
 
 
-@pytest.mark.parametrize("name", ["broyden", "fixed_point"])
+@pytest.mark.parametrize("name", ["broyden", "fixed_point", "gmres"])
 def test_divergence_is_reported_and_solution_stays_finite(name):
     rng = np.random.default_rng(2)
     a, g = linear_system(rng, radius=3.0)  # I - A^T is solvable, but no iteration contracts
@@ -51,7 +51,7 @@ def test_divergence_is_reported_and_solution_stays_finite(name):
 
 
 def test_unknown_solver_lists_known_ones():
-    with pytest.raises(ValueError, match=r"`solver`.*'broyden', 'fixed_point'.*'newton'"):
+    with pytest.raises(ValueError, match=r"`solver`.*'broyden', 'fixed_point', 'gmres'.*'newton'"):
         solvers.get_solver("newton")
 
 
@@ -94,3 +94,65 @@ def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps
     assert int(result.iterations) == steps
     want = dense_broyden(a, g, steps, memory)
     np.testing.assert_allclose(ops.convert_to_numpy(result.solution), want, rtol=2e-3, atol=2e-4)
+
+
+def dense_gmres(a, g, steps):
+    """Per sample, the y in span{g, A g, ..., A^(k-1) g} (A = I - a^T) with the smallest
+    residual, by a float64 least-squares solve over an orthonormalised Krylov basis."""
+    results = []
+    for a_i, g_i in zip(a.astype(np.float64), g.astype(np.float64)):
+        A = np.eye(len(g_i)) - a_i.T
+        krylov = [g_i]
+        for _ in range(steps - 1):
+            krylov.append(A @ krylov[-1])
+        basis, _ = np.linalg.qr(np.stack(krylov, axis=1))
+        z, *_ = np.linalg.lstsq(A @ basis, g_i, rcond=None)
+        results.append(basis @ z)
+    return np.stack(results)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 6, 9])
+def test_gmres_gives_the_minimal_residual_krylov_iterate(steps):
+    """After k iterations GMRES's iterate is the least-squares solution over the k-dimensional
+    Krylov space, and its residual is no larger than Broyden's after the same k products
+    (Broyden's iterates lie in the same space)."""
+    rng = np.random.default_rng(4)
+    a, g = linear_system(rng, batch=4, size=40, radius=0.97)
+    rhs = ops.convert_to_tensor(g.astype("float32"))
+    result = solvers.gmres(apply_jt(a), rhs, steps=steps, tol=0.0)
+    assert int(result.iterations) == steps
+    np.testing.assert_allclose(ops.convert_to_numpy(result.solution), dense_gmres(a, g, steps), rtol=2e-3, atol=2e-4)
+    broyden = solvers.broyden(apply_jt(a), rhs, steps=steps, tol=0.0)
+    assert float(result.residual) <= float(broyden.residual) * (1 + 1e-4)
+
+
+def test_gmres_solves_a_system_no_stationary_iteration_contracts_on():
+    rng = np.random.default_rng(2)
+    a, g = linear_system(rng, radius=3.0)  # spectral radius of J^T is 3
+    rhs = ops.convert_to_tensor(g.astype("float32"))
+    result = solvers.gmres(apply_jt(a), rhs, steps=40, tol=1e-5)
+    want = np.stack([np.linalg.solve(np.eye(12) - a[i].T, g[i]) for i in range(3)])
+    np.testing.assert_allclose(ops.convert_to_numpy(result.solution), want, rtol=1e-3, atol=1e-3)
+    assert float(result.residual) < 1e-4 and not bool(result.failed)
+    assert bool(solvers.fixed_point(apply_jt(a), rhs, steps=40).failed)
+
+
+def test_gmres_restarts_from_the_true_residual_when_the_samples_are_coupled():
+    """A J^T that mixes the samples (as training-mode batch norm does) breaks the per-sample
+    Krylov relation; the restarted cycles still drive the true residual down."""
+    rng = np.random.default_rng(5)
+    a, g = linear_system(rng, batch=4, size=12, radius=0.7)
+    per_sample = apply_jt(a)
+
+    def coupled(y):  # per-sample part plus 0.1 x the batch mean
+        return per_sample(y) + 0.1 * ops.mean(y, axis=0, keepdims=True)
+
+    result = solvers.gmres(coupled, ops.convert_to_tensor(g.astype("float32")), steps=60, tol=1e-5)
+    stacked = np.zeros((48, 48))  # the whole batch's J^T as one matrix
+    for i in range(4):
+        stacked[12 * i:12 * (i + 1), 12 * i:12 * (i + 1)] = a[i].T
+    stacked += 0.1 / 4 * np.kron(np.ones((4, 4)), np.eye(12))
+    stacked = np.eye(48) - stacked
+    want = np.linalg.solve(stacked, g.reshape(-1)).reshape(4, 12)
+    np.testing.assert_allclose(ops.convert_to_numpy(result.solution), want, rtol=1e-3, atol=1e-3)
+    assert float(result.residual) < 1e-5 and not bool(result.failed)

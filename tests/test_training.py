@@ -207,14 +207,15 @@ def test_bad_options_and_missing_data_write_no_run_folder(tmp_path):
     assert not any((tmp_path / d).exists() for d in "abcdef")  # a corrected command can run there
 
 
-def test_solver_tolerance_reaches_every_implicit_block_and_is_checked_first(tmp_path):
-    from keras_fsnn import cli
+def test_solver_and_solver_tolerance_reach_every_implicit_block_and_are_checked_first(tmp_path):
+    from keras_fsnn import cli, solvers
     from keras_fsnn.training.trainer import build_model
 
     for name in ("fsnn_mnist", "mpis_fmnist"):
-        model = build_model(name, solver_tol=1e-2, time_steps=2)
+        model = build_model(name, solver="gmres", solver_tol=1e-2, time_steps=2)
         blocks = [layer for layer in model.layers if hasattr(layer, "backward")]
         assert blocks and all(b.backward.tol == 1e-2 and b.get_config()["solver_tol"] == 1e-2 for b in blocks)
+        assert all(b.backward.solve is solvers.gmres and b.get_config()["solver"] == "gmres" for b in blocks)
     with pytest.raises(ValueError, match=r"`solver_tol` must lie in \[0.0, inf\]; received solver_tol=-1.0"):
         cli.main(["train", "fsnn_fmnist", "--solver-tol", "-1", "--output-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()

@@ -72,7 +72,8 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             the feedback at all T steps and reused in the backward (paper 000 F.3.2). A
             list gives one rate per stage (forward stages, then the feedback), e.g. SPIDE's
             LeNet drops only its dense layer.
-        solver: "broyden" or "fixed_point", for the adjoint equation.
+        solver: "broyden" (the paper's), "gmres" or "fixed_point", for the adjoint equation
+            (`keras_fsnn.solvers`).
         solver_steps: the most solver iterations (paper: 30).
         solver_tol: relative residual at which the solver stops early.
         spectral_norm: restrict the feedback kernel to W = clip(alpha, -c, c) W / ||W||_2

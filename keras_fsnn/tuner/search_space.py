@@ -55,7 +55,9 @@ COMMON = {
     "threshold": Dimension("float", (1.0, 3.0, 0.5, "linear"), low=0.0, low_open=True, help="V_th"),
     "norm_bound": Dimension("float", (0.5, 1.0, 0.25, "linear"), low=0.0, low_open=True,
                             help="spectral-norm bound c of the feedback"),
-    "solver": Dimension("choice", sorted(solvers.SOLVERS), choices=tuple(solvers.SOLVERS),
+    # broyden and gmres solve the same equation (only their cost differs); fixed_point
+    # stops short of it within few steps, which can act as a different model.
+    "solver": Dimension("choice", ["broyden", "fixed_point"], choices=tuple(solvers.SOLVERS),
                         help="adjoint solver"),
     "solver_steps": Dimension("int", (10, 40, 10, "linear"), low=1, help="adjoint solver iterations"),
     "dropout": Dimension("float", (0.0, 0.3, 0.1, "linear"), low=0.0, high=1.0, high_open=True,
