@@ -205,16 +205,17 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     return _finish(out[6], out[7], out[0], shape)
 
 
-def gmres(apply_jt, rhs, steps=30, tol=1e-5):
+def gmres(apply_jt, rhs, steps=30, tol=1e-5, memory=30):
     """Restarted GMRES on (I - J^T) y = g, from y = 0 (Saad & Schultz, 1986).
 
     A cycle of GMRES from the residual r = g - (I - J^T) y finds the correction in the
     Krylov space span{r, J^T r, ..., (J^T)^{k-1} r} that leaves the smallest residual. The
     adjoint equation is linear, so for a per-sample J this is the optimal Krylov solver:
     after k J^T products no method built from them has a smaller residual, Broyden
-    included. It is also cheaper per iteration: one (batch, steps + 1, size) basis instead
+    included. It is also cheaper per iteration: one (batch, memory + 1, size) basis instead
     of Broyden's two (batch, 27, size) histories, read twice per iteration (classical
-    Gram-Schmidt: h = V w, then w - V^T h) against Broyden's four reads.
+    Gram-Schmidt: h = V w, then w - V^T h) against Broyden's four reads. A cycle has at most
+    `memory` iterations (GMRES(m)); the default, 30, makes the paper's 30 steps one cycle.
 
     The small least-squares problem min ||beta e_1 - H_k z|| (H_k: the Arnoldi Hessenberg
     matrix) is kept in QR form, one Givens rotation per iteration, so its residual
@@ -232,7 +233,8 @@ def gmres(apply_jt, rhs, steps=30, tol=1e-5):
     g = _per_sample(rhs)
     batch, size = ops.shape(g)[0], ops.shape(g)[1]
     g_norm = _norm(g) + _TINY
-    slots = steps + 1  # v_0 ... v_steps; the last is written but never used
+    memory = min(memory, steps)
+    slots = memory + 1  # v_0 ... v_memory; the last is written but never used
     basis = _History(slots)
     floor = 10.0 * float(np.finfo(keras.backend.standardize_dtype(g.dtype)).eps)
 
@@ -273,7 +275,7 @@ def gmres(apply_jt, rhs, steps=30, tol=1e-5):
             # it multiplies v_k = 0, so its z_k is harmless.
             diagonal = ops.where(rotates, radius, 1.0)
             r_column = column * (1.0 - e_k - e_next) + diagonal[:, None] * e_k
-            triangle = triangle + r_column[:, :steps, None] * unit(k, steps)[None, None, :]
+            triangle = triangle + r_column[:, :memory, None] * unit(k, memory)[None, None, :]
             row_k, row_next = row(qt, e_k), row(qt, e_next)
             qt = (qt + e_k[None, :, None] * (c * row_k + s * row_next - row_k)[:, None, :]
                   + e_next[None, :, None] * (c * row_next - s * row_k - row_next)[:, None, :])
@@ -285,14 +287,14 @@ def gmres(apply_jt, rhs, steps=30, tol=1e-5):
         first, *rest = basis.zeros(batch, size, g.dtype)
         blocks = (ops.concatenate([v0[:, None, :], first[:, 1:]], axis=1), *rest)
         qt = ops.broadcast_to(ops.eye(slots, dtype=g.dtype), (batch, slots, slots))
-        triangle = ops.zeros((batch, steps, steps), dtype=g.dtype)
+        triangle = ops.zeros((batch, memory, memory), dtype=g.dtype)
         start = (ops.convert_to_tensor(0, "int32"), v0, blocks, qt, triangle, ops.ones_like(r_norm))
-        k, _, blocks, qt, triangle, _ = ops.while_loop(cond, body, start, maximum_iterations=steps)
+        k, _, blocks, qt, triangle, _ = ops.while_loop(cond, body, start, maximum_iterations=memory)
         # z = R_k^{-1} (||r|| Q_k^T e_1)[:k]. The unused trailing part of R is set to the
         # identity with a zero right-hand side, so one fixed-size triangular solve gives z.
-        used = ops.cast(ops.less(ops.arange(steps), k), g.dtype)
-        triangle = triangle + ops.eye(steps, dtype=g.dtype)[None] * (1.0 - used)[None, None, :]
-        gamma = r_norm[:, None] * qt[:, :steps, 0] * used[None, :]
+        used = ops.cast(ops.less(ops.arange(memory), k), g.dtype)
+        triangle = triangle + ops.eye(memory, dtype=g.dtype)[None] * (1.0 - used)[None, None, :]
+        gamma = r_norm[:, None] * qt[:, :memory, 0] * used[None, :]
         z = ops.squeeze(ops.solve_triangular(triangle, gamma[:, :, None], lower=False), -1)
         z = ops.concatenate([z, ops.zeros((batch, 1), dtype=g.dtype)], axis=1)
         return basis.combine(blocks, z, k), k
@@ -304,7 +306,7 @@ def gmres(apply_jt, rhs, steps=30, tol=1e-5):
         # A cycle also ends at `floor` (a few float epsilons), where its estimate stops
         # meaning anything, so that a coupled or rounding-limited solve is refined from r.
         targets = ops.maximum(tol * g_norm / (_norm(r) + _TINY), floor)
-        correction, k = cycle(r, steps - i, targets)
+        correction, k = cycle(r, ops.minimum(steps - i, memory), targets)
         y = y + correction
         r = g - A(y)
         best, best_residual = _keep_best(y, _norm(r) / g_norm, best, best_residual)

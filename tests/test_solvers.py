@@ -126,6 +126,21 @@ def test_gmres_gives_the_minimal_residual_krylov_iterate(steps):
     assert float(result.residual) <= float(broyden.residual) * (1 + 1e-4)
 
 
+def test_gmres_with_a_short_memory_restarts_and_still_converges():
+    rng = np.random.default_rng(6)
+    a, g = linear_system(rng, batch=3, size=40, radius=0.97)
+    rhs = ops.convert_to_tensor(g.astype("float32"))
+    full = solvers.gmres(apply_jt(a), rhs, steps=300, tol=1e-5, memory=40)
+    short = solvers.gmres(apply_jt(a), rhs, steps=300, tol=1e-5, memory=5)  # GMRES(5)
+    want = np.stack([np.linalg.solve(np.eye(40) - a[i].T, g[i]) for i in range(3)])
+    for result in (full, short):
+        np.testing.assert_allclose(ops.convert_to_numpy(result.solution), want, rtol=1e-3, atol=1e-3)
+        assert float(result.residual) < 1e-5 and not bool(result.failed)
+    # a 40-dimensional system: at most 40 iterations in exact arithmetic, more when restarts
+    # throw the older directions away
+    assert int(full.iterations) <= 42 and int(short.iterations) > int(full.iterations) + 20
+
+
 def test_gmres_solves_a_system_no_stationary_iteration_contracts_on():
     rng = np.random.default_rng(2)
     a, g = linear_system(rng, radius=3.0)  # spectral radius of J^T is 3
