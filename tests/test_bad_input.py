@@ -27,7 +27,7 @@ def make(**overrides):
         ({"neuron": "lif", "leak": -0.5}, ValueError, r"received leak=-0.5"),
         ({"neuron": "if", "leak": 0.9}, ValueError, r"`leak` must be 1.0 \(or None\) for neuron='if'; received leak=0.9"),
         ({"neuron": "izhikevich"}, ValueError, r"`neuron` must be one of 'if', 'lif'; received neuron='izhikevich'"),
-        ({"solver": "newton"}, ValueError, r"`solver` must be one of 'broyden', 'fixed_point'; received solver='newton'"),
+        ({"solver": "newton"}, ValueError, r"`solver` must be one of 'broyden', 'fixed_point', 'gmres'; received solver='newton'"),
         ({"solver_steps": 0}, ValueError, r"`solver_steps` must be an integer >= 1; received solver_steps=0"),
         ({"gradient": "magic"}, ValueError, r"`gradient` must be one of 'ide', 'bptt', 'one_step', 'spide'; received gradient='magic'"),
         ({"gradient": "bptt", "surrogate": "erf"}, ValueError, r"`surrogate` must be one of 'rectangular', 'triangle', 'sigmoid'; received surrogate='erf'"),
