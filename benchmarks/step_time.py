@@ -133,7 +133,7 @@ def main(argv=None):
     parser.add_argument("--time-steps", type=int, help="T for every model (default: f400 5, the others 30)")
     parser.add_argument("--backends", nargs="+", choices=["tensorflow", "jax"],
                         help="run once per backend and compare (default: the active backend only)")
-    parser.add_argument("--solvers", nargs="+", default=["broyden"], choices=["broyden", "gmres", "fixed_point"],
+    parser.add_argument("--solvers", nargs="+", default=["broyden"], choices=sorted(keras_fsnn.solvers.SOLVERS),
                         help="adjoint solvers of the IDE rows (conv always adds fixed_point)")
     parser.add_argument("--modes", nargs="+", default=["eager", "graph", "xla"], choices=["eager", "graph", "xla"])
     parser.add_argument("--no-bptt", action="store_true", help="leave out the BPTT rows")

@@ -57,7 +57,7 @@ def main(argv=None):
     parser.add_argument("--time-steps", type=int, default=30)
     parser.add_argument("--neuron", default="if", choices=["if", "lif"])
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--solver", default="broyden", choices=["broyden", "fixed_point", "gmres"])
+    parser.add_argument("--solver", default="broyden", choices=sorted(keras_fsnn.solvers.SOLVERS))
     parser.add_argument("--no-jit", action="store_true", help="run eagerly-traced graphs without XLA")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)

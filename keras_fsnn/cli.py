@@ -21,6 +21,7 @@ def _add_model_flags(parser):
     parser.add_argument("--leak", type=float)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--dropout", type=float)
+    # spelled out so that parsing imports no Keras; a test keeps it equal to solvers.SOLVERS
     parser.add_argument("--solver", choices=["broyden", "fixed_point", "gmres"],
                         help="adjoint solver (default: broyden, the paper's; gmres: fewer, cheaper "
                              "iterations where J^T acts per sample, see docs/ide.md)")

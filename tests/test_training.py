@@ -216,6 +216,12 @@ def test_solver_and_solver_tolerance_reach_every_implicit_block_and_are_checked_
         blocks = [layer for layer in model.layers if hasattr(layer, "backward")]
         assert blocks and all(b.backward.tol == 1e-2 and b.get_config()["solver_tol"] == 1e-2 for b in blocks)
         assert all(b.backward.solve is solvers.gmres and b.get_config()["solver"] == "gmres" for b in blocks)
+    with pytest.raises(SystemExit):  # argparse: the CLI offers exactly the library's solvers
+        cli.main(["train", "fsnn_fmnist", "--solver", "newton", "--output-dir", str(tmp_path / "run")])
+    for name in solvers.SOLVERS:
+        with pytest.raises(ValueError, match="solver_tol"):  # accepted by the parser, refused later
+            cli.main(["train", "fsnn_fmnist", "--solver", name, "--solver-tol", "-1",
+                      "--output-dir", str(tmp_path / "run")])
     with pytest.raises(ValueError, match=r"`solver_tol` must lie in \[0.0, inf\]; received solver_tol=-1.0"):
         cli.main(["train", "fsnn_fmnist", "--solver-tol", "-1", "--output-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
