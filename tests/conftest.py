@@ -8,6 +8,11 @@ import pytest  # noqa: E402
 
 BACKEND = keras.backend.backend()
 
+# jit_compile for tiny training runs whose subject is not XLA (run bookkeeping, export,
+# searches): TensorFlow's graph mode, because compiling with XLA takes longer than such a
+# run trains; on JAX jit, whose alternative is op-by-op eager execution.
+QUICK_JIT = BACKEND != "tensorflow"
+
 
 def value_and_grads(loss_fn, variables):
     """loss_fn() -> scalar; its value and its gradients w.r.t. `variables` (Keras

@@ -8,6 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from conftest import QUICK_JIT
 from data_paths import shared_data
 
 from keras_fsnn.datasets.readers import DatasetNotFoundError
@@ -46,6 +47,7 @@ def assert_same_run(folder_a, folder_b, result_a, result_b):
 
 def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path):
     root = shared_data("fashion_mnist")
+    # jit_compile "auto": XLA for this dense model, as its recipe trains it
     kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, model_overrides={"time_steps": 3})
     straight = train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)
     train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=1, **kwargs)
@@ -73,7 +75,8 @@ def test_a_run_can_start_from_trained_weights(tmp_path):
     from keras_fsnn import zoo
 
     root = shared_data("fashion_mnist")
-    kwargs = dict(data_dir=root, limit=128, batch_size=64, verbose=0, epochs=1, model_overrides={"time_steps": 2})
+    kwargs = dict(data_dir=root, limit=128, batch_size=64, verbose=0, epochs=1, model_overrides={"time_steps": 2},
+                  jit_compile=QUICK_JIT)
     train("fsnn_fmnist", output_dir=str(tmp_path / "first"), **kwargs)
     first = keras.saving.load_model(tmp_path / "first" / "model.keras", compile=False)
     first.save_weights(tmp_path / "first.weights.h5")
@@ -113,7 +116,8 @@ def test_held_out_validation_examples_replace_the_test_set_during_training(tmp_p
     from keras_fsnn import zoo
 
     root = shared_data("fashion_mnist")
-    kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, epochs=1, model_overrides={"time_steps": 2})
+    kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, epochs=1, model_overrides={"time_steps": 2},
+                  jit_compile=QUICK_JIT)
     run = tmp_path / "run"
     result = train("fsnn_fmnist", output_dir=str(run), validation_examples=100, **kwargs)
     assert result["examples"] == 300 and result["validation"]["examples"] == 100
@@ -163,7 +167,7 @@ class InterruptAt(keras.callbacks.Callback):
 def test_a_run_interrupted_within_an_epoch_resumes_from_its_last_step_checkpoint(tmp_path, pipeline):
     root = shared_data("fashion_mnist")
     kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, model_overrides={"time_steps": 3},
-                  pipeline=pipeline)  # 3 steps per epoch
+                  pipeline=pipeline, jit_compile=QUICK_JIT)  # 3 steps per epoch; XLA resumes: the test above
     straight = train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)
     with pytest.raises(Interrupt):  # killed after step 2 of epoch 1; a checkpoint after every step
         train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=2, checkpoint_every=1,
@@ -177,7 +181,8 @@ def test_a_run_interrupted_within_an_epoch_resumes_from_its_last_step_checkpoint
     # killed between writing the checkpoint and state.json: the checkpoint's step count wins
     state.write_text(json.dumps({"finished_epochs": 0, "finished_steps": 1}))
 
-    resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, data_dir=root, verbose=0)
+    resumed = train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), resume=True, data_dir=root, verbose=0,
+                    jit_compile=QUICK_JIT)
     assert json.load(open(state)) == {"finished_epochs": 2}
     assert_same_run(tmp_path / "straight", tmp_path / "resumed", straight, resumed)
     log = (tmp_path / "resumed" / "log.csv").read_text().splitlines()
@@ -304,7 +309,7 @@ def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset,
     root = shared_data(dataset)
     run = tmp_path / "run"
     result = train(name, output_dir=str(run), data_dir=root, epochs=1, limit=128, batch_size=64, verbose=0,
-                   model_overrides=overrides, **augmentation)
+                   model_overrides=overrides, jit_compile=QUICK_JIT, **augmentation)
     with pytest.raises(zoo.PresetError, match="trained on a subset"):
         zoo.export_run(str(run), str(tmp_path / "refused"))
     record = json.load(open(run / "run.json"))
@@ -346,7 +351,7 @@ def test_a_failed_export_leaves_the_existing_preset_as_it_was(tmp_path):
 
     run = tmp_path / "run"
     train("fsnn_fmnist", output_dir=str(run), data_dir=shared_data("fashion_mnist"), epochs=1, limit=64,
-          batch_size=64, verbose=0, model_overrides={"time_steps": 2})
+          batch_size=64, verbose=0, model_overrides={"time_steps": 2}, jit_compile=QUICK_JIT)
     record = json.load(open(run / "run.json"))
     json.dump({**record, "limit": None}, open(run / "run.json", "w"))
     preset = tmp_path / "zoo" / "fsnn_fmnist"

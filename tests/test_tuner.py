@@ -8,6 +8,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+from conftest import QUICK_JIT
 
 keras_tuner = pytest.importorskip("keras_tuner")
 
@@ -22,7 +23,8 @@ FAST = {"time_steps": (4, 8, 2), "solver_steps": (5, 15, 5)}
 
 def hypermodels():
     return {
-        "dense": HyperFSNN((8, 8, 1), 10, layer="dense", search_space={**FAST, "units": (16, 64, 16)}),
+        "dense": HyperFSNN((8, 8, 1), 10, layer="dense", search_space={**FAST, "units": (16, 64, 16)},
+                           jit_compile=QUICK_JIT),
         "conv": HyperFSNN((8, 8, 1), 10, layer="conv", search_space={**FAST, "filters": (4, 12, 4)}),
         "alexnet_f": HyperAlexNetF((8, 8, 3), 10, search_space={**FAST, "width": [1 / 32, 1 / 16]}),
         "cifarnet_f": HyperCIFARNetF((8, 8, 3), 100, search_space={**FAST, "width": [1 / 32, 1 / 16]}),
@@ -93,7 +95,7 @@ SMALL = {"time_steps": (4, 6, 2), "units": (32, 64, 32), "solver_steps": 10, "le
 def search(tuner_class, directory, seed=1, max_trials=2, **kwargs):
     (x, y), validation = digits(600)
     hypermodel = HyperFSNN((8, 8, 1), 10, layer="dense", normalization=(0.3, 0.42), search_space=SMALL,
-                           rate_examples=128, seed=seed)
+                           rate_examples=128, seed=seed, jit_compile=QUICK_JIT)
     extra = {} if tuner_class is keras_tuner.Hyperband else {"max_trials": max_trials}
     tuner = tuner_class(hypermodel, objective=keras_tuner.Objective("val_accuracy", "max"), seed=seed,
                         directory=str(directory), project_name="digits", **extra, **kwargs)
