@@ -167,7 +167,7 @@ class InterruptAt(keras.callbacks.Callback):
 def test_a_run_interrupted_within_an_epoch_resumes_from_its_last_step_checkpoint(tmp_path, pipeline):
     root = shared_data("fashion_mnist")
     kwargs = dict(data_dir=root, limit=300, batch_size=100, verbose=0, model_overrides={"time_steps": 3},
-                  pipeline=pipeline, jit_compile=QUICK_JIT)  # 3 steps per epoch; XLA resumes: the test above
+                  pipeline=pipeline, jit_compile=QUICK_JIT)  # 3 steps per epoch; resuming under XLA: the test above
     straight = train("fsnn_fmnist", output_dir=str(tmp_path / "straight"), epochs=2, **kwargs)
     with pytest.raises(Interrupt):  # killed after step 2 of epoch 1; a checkpoint after every step
         train("fsnn_fmnist", output_dir=str(tmp_path / "resumed"), epochs=2, checkpoint_every=1,
