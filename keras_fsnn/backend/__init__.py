@@ -16,6 +16,11 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
   spike-based backward uses it: at a given step most samples send no spike. TensorFlow
   gathers the active rows (outside XLA: dynamic shapes); under XLA and on JAX every row is
   computed.
+* `compiled_call(layer, key, fn, *tensors)`: `fn(*tensors)` as one compiled computation
+  when called eagerly, compiled once per `key` and input shape and reused: the layers'
+  `simulate()` (called in loops by evaluation, metrics and callbacks). Eager JAX would
+  otherwise compile the time loop's scan anew at every call (it captures the weights), and
+  eager TensorFlow would run the loop op by op. Inside a traced function, `fn` is called.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
@@ -27,9 +32,9 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_fsnn.backend.tensorflow_backend import on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.tensorflow_backend import compiled_call, on_active_rows, read, report, time_loop, vjp
 elif _BACKEND == "jax":
-    from keras_fsnn.backend.jax_backend import on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.jax_backend import compiled_call, on_active_rows, read, report, time_loop, vjp
 else:
     raise ImportError(
         f"keras_fsnn supports the 'tensorflow' and 'jax' Keras backends; the active "
@@ -38,4 +43,4 @@ else:
 
 name = _BACKEND
 
-__all__ = ["name", "on_active_rows", "read", "report", "time_loop", "vjp"]
+__all__ = ["compiled_call", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]

@@ -1,6 +1,7 @@
 """JAX implementations of the backend-specific operations (see `__init__`)."""
 
 import jax
+import keras
 import numpy as np
 
 
@@ -29,3 +30,17 @@ def time_loop(steps, body, state):
 def on_active_rows(fn, rows, *aligned):
     # jit needs static shapes: every row is computed (silent rows give zero anyway).
     return fn(rows, *aligned)
+
+
+def compiled_call(layer, key, fn, *tensors):
+    if any(isinstance(t, jax.core.Tracer) for t in tensors):
+        return fn(*tensors)
+    cache = layer.__dict__.setdefault("_compiled_calls", {})  # untracked by Keras
+    variables = layer.variables
+    if key not in cache:
+        def pure(values, *arguments):  # the layer's variables as arguments, not as constants
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return fn(*arguments)
+
+        cache[key] = jax.jit(pure)
+    return cache[key]([variable.value for variable in variables], *tensors)

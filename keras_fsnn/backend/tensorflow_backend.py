@@ -59,3 +59,12 @@ def on_active_rows(fn, rows, *aligned):
         return tf.scatter_nd(active, out, tf.concat([[batch], tf.shape(out)[1:]], axis=0))
 
     return tf.cond(tf.equal(tf.shape(active)[0], batch), lambda: fn(rows, *aligned), gathered)
+
+
+def compiled_call(layer, key, fn, *tensors):
+    if not tf.executing_eagerly():
+        return fn(*tensors)
+    cache = layer.__dict__.setdefault("_compiled_calls", {})  # untracked by Keras
+    if key not in cache:
+        cache[key] = tf.function(fn, reduce_retracing=True)  # reads the variables themselves
+    return cache[key](*tensors)

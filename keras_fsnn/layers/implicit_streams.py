@@ -398,6 +398,10 @@ class ImplicitStreams(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if not self.built:
             self.build(x.shape)
+        return backend.compiled_call(self, ("simulate", record_residuals, count_spikes),
+                                     lambda x: self._simulate_outputs(x, record_residuals, count_spikes), x)
+
+    def _simulate_outputs(self, x, record_residuals, count_spikes):
         params = keras.tree.map_structure(ops.stop_gradient, [stage_parameters(layer) for layer in self._all])
         out = {}
         if count_spikes:
