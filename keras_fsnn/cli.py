@@ -41,13 +41,34 @@ def _add_model_flags(parser):
                              "bfloat16 units; potentials, rates and gradients stay float32)")
 
 
+MODEL_FLAGS = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps", "solver_tol",
+               "bn_statistics", "gradient", "rates", "backward_time_steps", "backward_scale", "simulation_dtype"]
+
+
 def _model_overrides(args):
-    names = ["time_steps", "neuron", "leak", "threshold", "dropout", "solver", "solver_steps", "solver_tol",
-             "bn_statistics", "gradient", "rates", "backward_time_steps", "backward_scale", "simulation_dtype"]
-    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    return {n: getattr(args, n) for n in MODEL_FLAGS if getattr(args, n, None) is not None}
 
 
-def main(argv=None):
+RECIPE_FLAGS = ["epochs", "batch_size", "learning_rate", "milestones", "warmup_steps", "random_shift", "random_flip"]
+
+
+def train_command(name, recipe_overrides, model_overrides, seed=0):
+    """The `keras-fsnn train` command line of a run with these overrides (e.g. the schedule a
+    time budget planned, to repeat it without one), or None where an override has no flag."""
+    flags = []
+    for key, value in {**recipe_overrides, **model_overrides}.items():
+        if key not in RECIPE_FLAGS + MODEL_FLAGS:
+            return None
+        if key == "random_flip":
+            value = "on" if value else "off"
+        values = value if isinstance(value, (list, tuple)) else [value]
+        flags += ["--" + key.replace("_", "-"), *(str(v) for v in values)]
+    if seed:
+        flags += ["--seed", str(seed)]
+    return " ".join(["keras-fsnn", "train", name, *flags])
+
+
+def build_parser():
     parser = argparse.ArgumentParser(prog="keras-fsnn", description="Feedback spiking networks (IDE) for Keras.")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -64,7 +85,8 @@ def main(argv=None):
     train.add_argument("--epochs", type=int)
     train.add_argument("--batch-size", type=int)
     train.add_argument("--learning-rate", type=float)
-    train.add_argument("--milestones", type=int, nargs="+", help="epochs at which the learning rate is divided by 10")
+    train.add_argument("--milestones", type=int, nargs="*",
+                       help="epochs at which the learning rate is divided by 10 (none given: no decay)")
     train.add_argument("--warmup-steps", type=int, help="linear learning-rate warmup iterations")
     train.add_argument("--random-shift", type=int, metavar="PIXELS",
                        help="augment by random shifts of up to PIXELS (default: the paper's, 4 for CIFAR, 0 otherwise)")
@@ -74,6 +96,9 @@ def main(argv=None):
     train.add_argument("--validation-examples", type=int, metavar="N",
                        help="hold out the last N training examples: epochs report val_ figures on them, and the "
                             "test set is evaluated only after the last epoch")
+    train.add_argument("--time-budget", type=float, metavar="SECONDS",
+                       help="size the schedule (epochs, milestones, warmup) to finish within SECONDS of wall time, "
+                            "from a training step timed first (docs/backends.md)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
                        help="XLA compilation (auto: on, except conv models on TensorFlow, faster without on CPU)")
@@ -123,7 +148,11 @@ def main(argv=None):
     export.add_argument("--data-dir", help="dataset folder for the test-slice check (default: the run's)")
     export.add_argument("--note", help="a remark for the model card (e.g. how the result compares with the target)")
 
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     if args.command == "train":
         from keras_fsnn.training import train as run_training
 
@@ -135,7 +164,7 @@ def main(argv=None):
             random_flip=None if args.random_flip is None else args.random_flip == "on", limit=args.limit, seed=args.seed,
             jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
             pipeline=args.pipeline, checkpoint_every=args.checkpoint_every, initial_weights=args.initial_weights,
-            validation_examples=args.validation_examples,
+            validation_examples=args.validation_examples, time_budget=args.time_budget,
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":

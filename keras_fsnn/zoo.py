@@ -224,6 +224,18 @@ def export_run(run_dir, folder, data_dir=None, note=None):
         metadata["validation_accuracy"] = result.get("validation", {}).get("accuracy")
     if run.get("initial_weights"):
         metadata["initial_weights"] = {k: run["initial_weights"][k] for k in ("source", "sha256")}
+    if run.get("time_budget"):  # a schedule sized to a wall-clock budget (training/budget.py)
+        plan, spent = run["time_budget"], result.get("time_budget", {})
+        metadata["time_budget"] = {
+            "budget_seconds": plan["budget_seconds"], "epochs": plan["epochs"], "milestones": plan["milestones"],
+            "warmup_steps": plan["warmup_steps"], "step_seconds": plan["timing"]["step_seconds"],
+            "batch_size": plan["timing"]["batch_size"], "device": plan["timing"]["device"],
+            "wall_seconds": spent.get("wall_seconds"), "stopped": spent.get("stopped"),
+            "trained_steps": result.get("trained_steps")}
+        from keras_fsnn.cli import train_command
+
+        metadata["time_budget"]["train_command"] = train_command(
+            run["name"], run["recipe_overrides"], run["model_overrides"], run.get("seed", 0))
     if note:
         metadata["note"] = note
     if block.backward.name == "spide":
@@ -332,6 +344,7 @@ def model_card(name, metadata, arguments):
         f"| equilibrium residual at T | {residual} |",
         *_backward_rows(metadata.get("backward")),
         f"| training | {metadata.get('training', '')} |",
+        *_budget_rows(metadata.get("time_budget")),
         *([f"| validation | the last {metadata['validation_examples']:,} training images were held out (not trained "
             f"on); accuracy on them {100 * metadata['validation_accuracy']:.2f}% |"] if metadata.get("validation_examples") else []),
         *([f"| initial weights | `{metadata['initial_weights']['source']}` (sha256 "
@@ -347,6 +360,9 @@ def model_card(name, metadata, arguments):
         "",
         f"    {metadata.get('train_command', '')}",
         "",
+        *(["The same schedule without a time budget (on any machine):", "",
+           f"    {metadata['time_budget']['train_command']}", ""]
+          if (metadata.get("time_budget") or {}).get("train_command") else []),
         "Reproduce the measurement:",
         "",
         f"    keras-fsnn eval {name} --data-dir DATA",
@@ -367,6 +383,19 @@ def layer_label(label):
         stream, layer = label[1:].split("_", 1)
         return f"stream {stream} layer {layer}"
     return f"layer {label}"
+
+
+def _budget_rows(budget):
+    if not budget:
+        return []
+    device = f" on {budget['device']}" if budget.get("device") else ""
+    stopped = budget.get("stopped")
+    trained = (f"stopped after {stopped['after_epochs']:g} of them: {stopped['reason']}" if stopped
+               else "all trained")
+    wall = f" in {budget['wall_seconds']:.0f} s of wall time" if budget.get("wall_seconds") else ""
+    return [f"| schedule | sized to a {budget['budget_seconds']:.0f} s wall-clock budget from a measured "
+            f"{budget['step_seconds']:.3f} s training step (batch {budget['batch_size']}){device}: "
+            f"{budget['epochs']} epoch{'s' * (budget['epochs'] != 1)} planned, {trained}{wall} |"]
 
 
 def _backward_rows(backward):

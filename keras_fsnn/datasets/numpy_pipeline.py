@@ -21,10 +21,13 @@ class EpochBatches(keras.utils.PyDataset):
     epoch, as one endless sequence: item i is batch `first_batch + i` counted from the start
     of epoch `first_epoch`, so it is a pure function of (seed, i) whatever Keras calls in
     between (it calls `on_epoch_end` also when a fit starts). Give fit `steps_per_epoch`; a
-    resumed epoch starts with `first_batch` = the batches already trained on."""
+    resumed epoch starts with `first_batch` = the batches already trained on. With
+    `workers` > 1, that many threads prepare the next batches while the model trains
+    (Keras keeps their order)."""
 
-    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augmentation=None, first_batch=0):
-        super().__init__()
+    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augmentation=None, first_batch=0,
+                 workers=1):
+        super().__init__(workers=workers)
         self.info, self.images, self.labels = info, images, np.asarray(labels)
         self.batch_size, self.seed, self.augmentation = int(batch_size), int(seed), augmentation
         self.first_epoch, self.first_batch = int(first_epoch), int(first_batch)

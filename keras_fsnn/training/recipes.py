@@ -52,7 +52,7 @@ class Recipe:
         parts = [f"{self.epochs} epoch{'s' * (self.epochs != 1)}", f"SGD momentum {self.momentum}",
                  f"lr {self.learning_rate}", f"milestones {list(self.milestones)}"]
         if self.warmup_steps:
-            parts.append(f"{self.warmup_steps} warmup steps")
+            parts.append(f"{self.warmup_steps} warmup step{'s' * (self.warmup_steps != 1)}")
         parts += [f"weight decay {self.weight_decay}", f"batch {self.batch_size}"]
         augmentation = self.augmentation()
         if augmentation.shift:

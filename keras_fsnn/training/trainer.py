@@ -32,10 +32,12 @@ from keras_fsnn import datasets, validation
 from keras_fsnn.callbacks import EquilibriumMonitor, block_inputs, spiking_layers
 from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches
 from keras_fsnn.models import ARCHITECTURES, count_parameters
+from keras_fsnn.training.budget import FINAL_SECONDS, StepTiming, WallClockGuard, accelerator, measure_step, plan_schedule
 from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
 from keras_fsnn.training.recipes import get_recipe
 
 EVAL_BATCH = 256
+PREFETCH_THREADS = 2  # NumPy pipeline: threads preparing the next training batches during a step
 PIPELINES = {"auto": "auto", "tf_data": "tf_data", "numpy": "numpy"}
 
 
@@ -127,7 +129,9 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.step_offset = 0
-        self._save({"finished_epochs": epoch + 1})
+        # from the step count: an epoch that a callback stopped early has not finished
+        epochs, steps = divmod(int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)), self.steps_per_epoch)
+        self._save({"finished_epochs": epochs, **({"finished_steps": steps} if steps else {})})
 
     def _save(self, progress):
         path = os.path.join(self.folder, "checkpoint.keras")
@@ -139,7 +143,7 @@ class RunCheckpoint(keras.callbacks.Callback):
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
           milestones=None, warmup_steps=None, random_shift=None, random_flip=None, limit=None, seed=0, jit_compile="auto",
           verbose="auto", model_overrides=None, command=None, pipeline="auto", checkpoint_every=None, callbacks=(),
-          initial_weights=None, validation_examples=None):
+          initial_weights=None, validation_examples=None, time_budget=None, step_timing=None):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
@@ -162,9 +166,25 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     the others, the per-epoch `val_` figures (progress bar, log.csv, TensorBoard) are
     those N examples', and the test set is evaluated only once, after the last epoch
     (result.json), so that a recipe or an epoch can be chosen without looking at it.
+    `time_budget=S` (seconds of wall time for this call) sizes a new run's schedule to S
+    from a step time measured first on a fresh copy of the model (`keras_fsnn.training.
+    budget`; `step_timing`, a `StepTiming` or its dict, gives one measured earlier on the
+    same machine instead), records the plan in run.json, and stops the run early at an
+    epoch end if the epochs turn out slower than planned (result.json says so).
     """
+    clock_start = time.monotonic()
     # an unknown name or an option the model does not take fails before anything is written
     check_model_overrides(name, model_overrides or {})
+    if time_budget is not None:
+        time_budget = validation.number("time_budget", time_budget, low=0.0, low_open=True)
+        planned = [k for k, v in (("milestones", milestones), ("warmup_steps", warmup_steps)) if v is not None]
+        if planned and not resume:
+            raise ValueError(f"time_budget={time_budget:g} plans the schedule itself; do not pass {', '.join(planned)} "
+                             "as well (epochs, if given, is the most it plans).")
+    if step_timing is not None:
+        if time_budget is None:
+            raise ValueError("step_timing is what a time budget is planned from; pass time_budget=... as well.")
+        step_timing = step_timing if isinstance(step_timing, StepTiming) else StepTiming.from_dict(step_timing)
     pipeline = validation.choose("pipeline", pipeline, PIPELINES)
     if checkpoint_every is not None:
         checkpoint_every = validation.integer("checkpoint_every", checkpoint_every, minimum=1)
@@ -227,6 +247,24 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                              "out fewer, so that some are left to train on.")
         x_train, y_train, x_val, y_val = x_train[:-held_out], y_train[:-held_out], x_train[-held_out:], y_train[-held_out:]
     steps_per_epoch = int(np.ceil(len(y_train) / recipe.batch_size))
+    batch_counts = {"test": int(np.ceil(len(y_test) / EVAL_BATCH)),
+                    "validation": int(np.ceil(len(y_val) / EVAL_BATCH)) if held_out else 0}
+    if time_budget is not None and not os.path.exists(run_path):  # a new run: plan its schedule
+        if step_timing is None:
+            step_timing = _time_steps(settings, recipe, info, x_train, y_train, x_test, y_test, jit_compile)
+            model = _new_model(settings)  # the run's model, built afresh after the probe: as without a budget
+        shape = get_recipe(settings["name"]).with_overrides(
+            {k: v for k, v in settings["recipe_overrides"].items() if k != "epochs"})  # the recipe's own epochs
+        plan = plan_schedule(shape, step_timing, time_budget, steps_per_epoch,
+                             batch_counts["validation"] or batch_counts["test"],
+                             batch_counts["test"] + batch_counts["validation"],
+                             spent_seconds=time.monotonic() - clock_start,
+                             partial_batches=any(len(y) % size for y, size in (
+                                 (y_train, recipe.batch_size), (y_test, EVAL_BATCH),
+                                 (y_val if held_out else y_test, EVAL_BATCH))), max_epochs=recipe.epochs)
+        settings["recipe_overrides"] = {**settings["recipe_overrides"], **plan.overrides()}
+        settings["time_budget"] = plan.as_dict()
+        recipe = get_recipe(settings["name"]).with_overrides(settings["recipe_overrides"])
     if progress:
         import keras_fsnn  # noqa: F401  (registers the layers)
 
@@ -252,7 +290,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         (shuffle=False: they are shuffled by (seed, epoch) already)."""
         if settings["pipeline"] == "numpy":
             data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first,
-                                recipe.augmentation(), first_batch)
+                                recipe.augmentation(), first_batch, workers=PREFETCH_THREADS)
         else:
             data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first, last, settings["seed"],
                                   recipe.augmentation(), first_batch)
@@ -269,6 +307,12 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     checkpoint = RunCheckpoint(output_dir, steps_per_epoch, checkpoint_every)
     callbacks = [checkpoint, EquilibriumMonitor(),
                  keras.callbacks.CSVLogger(os.path.join(output_dir, "log.csv"), append=True), *callbacks]
+    guard = None
+    if time_budget is not None:
+        timing = settings.get("time_budget", {}).get("timing")
+        final = sum(batch_counts.values()) * 2 * timing["evaluation_seconds"] if timing else 0.0
+        guard = WallClockGuard(clock_start + time_budget, FINAL_SECONDS + final, recipe.epochs)
+        callbacks.append(guard)
     # Keras's TensorBoard callback writes through tf.summary: it needs TensorFlow as well.
     if all(importlib.util.find_spec(package) for package in ("tensorboard", "tensorflow")):
         callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
@@ -292,7 +336,11 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         on_validation = evaluate(model, validation_data, residual_batches=1)
         result["validation"] = {k: on_validation[k] for k in ("accuracy", "loss", "examples")}
     result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),
+                  trained_steps=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
                   machine=machine_description(), parameters=count_parameters(model), dataset=recipe.dataset)
+    if guard is not None:
+        result["time_budget"] = {"budget_seconds": time_budget, "stopped": guard.stopped,
+                                 "wall_seconds": round(time.monotonic() - clock_start, 1)}
     _write_json(os.path.join(output_dir, "result.json"), result)
     return result
 
@@ -304,6 +352,30 @@ def _new_model(settings):
     if settings.get("initial_weights"):
         _load_initial_weights(model, settings["initial_weights"])
     return model
+
+
+def time_training_step(name, x_train, y_train, x_eval=None, y_eval=None, seed=0, model_overrides=None,
+                       recipe_overrides=None, jit_compile="auto", initial_weights=None, steps=8):
+    """The `StepTiming` of zoo entry `name` trained as `train` would train it: a fresh copy,
+    built and compiled like the run's model, trained `steps + 1` steps on the first batches
+    of epoch 0 of (x_train, y_train) (arrays as `datasets.load_arrays` returns them) and
+    evaluated on one batch of (x_eval, y_eval) (default: the training arrays). A
+    `train(..., time_budget=...)` on the same machine can take it as `step_timing`."""
+    recipe = check_model_overrides(name, model_overrides or {}).with_overrides(recipe_overrides or {})
+    settings = {"name": name, "seed": seed, "model_overrides": dict(model_overrides or {})}
+    if initial_weights is not None:
+        settings["initial_weights"] = _initial_weights(initial_weights)
+    info = datasets.DATASETS[recipe.dataset]
+    return _time_steps(settings, recipe, info, x_train, y_train, x_train if x_eval is None else x_eval,
+                       y_train if y_eval is None else y_eval, jit_compile, steps)
+
+
+def _time_steps(settings, recipe, info, x_train, y_train, x_eval, y_eval, jit_compile, steps=8):
+    model = _new_model(settings)
+    steps_per_epoch = int(np.ceil(len(y_train) / recipe.batch_size))
+    model = compile_model(model, recipe, steps_per_epoch, auto_jit_compile(model) if jit_compile == "auto" else jit_compile)
+    batches = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], 0, recipe.augmentation())
+    return measure_step(model, batches, ArrayBatches(info, x_eval, y_eval, EVAL_BATCH)[0], steps)
 
 
 def _initial_weights(source):
@@ -354,8 +426,8 @@ def evaluate(model, data, residual_batches=4):
     residuals = []
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="sum")
     for i, (x, y) in enumerate(data):
-        logits = model(x, training=False)
-        y = np.asarray(y)
+        x, y = np.asarray(x), np.asarray(y)  # tf.data gives tensors, which JAX's functions refuse
+        logits = model.predict_on_batch(x)  # compiled once (an eager call would be op by op)
         correct += int(np.sum(np.argmax(ops.convert_to_numpy(logits), -1) == y))
         total += len(y)
         loss_sum += float(loss_fn(y, logits))
@@ -381,7 +453,9 @@ def evaluate(model, data, residual_batches=4):
 
 
 def machine_description():
-    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, Keras {keras.__version__} ({keras.backend.backend()}), Python {sys.version.split()[0]}"
+    device = accelerator()
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores" + (f", {device}" if device else "")
+            + f", Keras {keras.__version__} ({keras.backend.backend()}), Python {sys.version.split()[0]}")
 
 
 def _check_epochs(epochs, finished_epochs, finished_steps, output_dir):
