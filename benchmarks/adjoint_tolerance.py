@@ -2,6 +2,8 @@
 
     python benchmarks/adjoint_tolerance.py                     # fsnn_mnist preset, 2 MNIST batches
     python benchmarks/adjoint_tolerance.py --model fsnn_fmnist --batches 4
+    python benchmarks/adjoint_tolerance.py --model alexnet_f --weights initial --simulation-dtype bfloat16 \
+        --settings broyden:30:1e-5 broyden:30:1e-3 gmres:30:1e-3      # an untrained CIFAR preset, bf16 currents
 
 For real training batches of a zoo preset, the parameter gradient of the cross-entropy is
 computed with each solver setting and compared with a tight reference (Broyden, 100
@@ -10,6 +12,12 @@ relative residual (max over the batch), its iterations, and the step's median wa
 (graph mode). The forward pass is the same in every call: dropout is off and the batch-norm
 moving statistics (which a training call updates, and which the simulation uses) are
 restored before each call, so the differences come from the solve alone.
+
+`--weights initial` measures at the architecture's fresh initialisation (seed 0), for a
+preset that has no trained weights yet. `--simulation-dtype bfloat16` runs every setting
+with bfloat16 simulation currents while the reference stays float32, so the error then
+includes the low-precision forward simulation; the row "(bf16 forward)" is the reference
+solve on the bfloat16 simulation, i.e. that part alone.
 """
 
 import argparse
@@ -54,13 +62,22 @@ def main():
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--data-dir", default=DEFAULT_DATA)
+    parser.add_argument("--weights", choices=["pretrained", "initial"], default="pretrained",
+                        help="the preset's trained weights, or the architecture's initialisation (seed 0)")
+    parser.add_argument("--simulation-dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="precision of the simulation currents in the compared settings (reference: float32)")
+    parser.add_argument("--settings", nargs="+", metavar="SOLVER:STEPS:TOL",
+                        help="settings to compare (default: Broyden and GMRES at tol 1e-5 .. 1e-2, fixed point)")
     args = parser.parse_args()
     if keras.backend.backend() != "tensorflow":
         sys.exit("This benchmark times TensorFlow graphs; run it with KERAS_BACKEND=tensorflow.")
 
     recipe = get_recipe(args.model)
     x, y = datasets.load_arrays(recipe.dataset, "train", args.data_dir)
-    model = zoo.load(args.model, dropout=0.0)
+    settings = [(name, int(steps), float(tol)) for name, steps, tol in
+                (text.split(":") for text in args.settings)] if args.settings else SETTINGS
+    keras.utils.set_random_seed(0)
+    model = zoo.load(args.model, weights="pretrained" if args.weights == "pretrained" else None, dropout=0.0)
     block = model.get_layer("fsnn")
     stored = [v.numpy() for v in model.non_trainable_variables]
 
@@ -68,9 +85,10 @@ def main():
         for variable, value in zip(model.non_trainable_variables, stored):
             variable.assign(value)
 
-    def run(setting, xb, yb):
+    def run(setting, xb, yb, dtype):
         solver, steps, tol = setting
         block.backward.solve, block.backward.steps, block.backward.tol = solvers.get_solver(solver), steps, tol
+        block.simulation_dtype = dtype  # read when tracing
         gradient = gradient_function(model)
         result = {}
 
@@ -81,17 +99,21 @@ def main():
         seconds = median_seconds(call, args.repeats)
         return result["grad"], seconds, block.diagnostics()
 
-    print(f"{args.model} preset, batch {args.batch_size}, {keras.backend.backend()} graph mode; reference: "
-          f"{REFERENCE[0]} {REFERENCE[1]} iterations, tol {REFERENCE[2]:g}")
-    print(f"{'batch':>5} {'solver':>12} {'tol':>7} {'iters':>5} {'residual':>9} {'grad rel err':>12} {'step s':>7}")
+    print(f"{args.model} preset ({args.weights} weights), batch {args.batch_size}, {keras.backend.backend()} graph "
+          f"mode; settings with {args.simulation_dtype} simulation currents; reference: {REFERENCE[0]} "
+          f"{REFERENCE[1]} iterations, tol {REFERENCE[2]:g}, float32")
+    print(f"{'batch':>5} {'solver':>14} {'tol':>7} {'iters':>5} {'residual':>9} {'grad rel err':>12} {'step s':>7}")
     for k in range(args.batches):
         batch = slice(k * args.batch_size, (k + 1) * args.batch_size)
         xb, yb = x[batch].astype("float32") / 255.0, y[batch]  # the zoo's models take images in [0, 1]
-        reference, seconds, d = run(REFERENCE, xb, yb)
-        for setting in [REFERENCE] + SETTINGS:
-            grad, seconds, d = (reference, seconds, d) if setting == REFERENCE else run(setting, xb, yb)
+        reference, seconds, d = run(REFERENCE, xb, yb, "float32")
+        rows = [(REFERENCE, "float32")] + ([(REFERENCE, args.simulation_dtype)] if args.simulation_dtype != "float32" else [])
+        for setting, dtype in rows + [(s, args.simulation_dtype) for s in settings]:
+            first = setting == REFERENCE and dtype == "float32"
+            grad, seconds, d = (reference, seconds, d) if first else run(setting, xb, yb, dtype)
             error = np.linalg.norm(grad - reference) / np.linalg.norm(reference)
-            print(f"{k:>5} {setting[0]:>12} {setting[2]:>7.0e} {d['backward_iterations']:>5.0f} "
+            label = "(bf16 forward)" if setting == REFERENCE and dtype != "float32" else setting[0]
+            print(f"{k:>5} {label:>14} {setting[2]:>7.0e} {d['backward_iterations']:>5.0f} "
                   f"{d['backward_residual']:>9.1e} {error:>12.1e} {seconds:>7.2f}", flush=True)
 
 
