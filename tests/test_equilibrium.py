@@ -45,3 +45,28 @@ def test_rates_approach_the_fixed_point_of_f():
     rates = block(x)
     assert np.abs(ops.convert_to_numpy(rates - a)).max() < 0.02
     assert 0.1 < float(ops.mean(a)) < 0.9
+
+
+@pytest.mark.backend
+def test_simulate_compiles_once_and_always_reads_the_current_weights():
+    """simulate() runs as one compiled computation, reused from call to call (eager JAX
+    would compile its loop anew each time); new weights must reach it, not stale ones."""
+    keras.utils.set_random_seed(0)
+    block = contraction_block(20)
+    x = np.random.default_rng(2).uniform(-1, 2, (4, 12)).astype("float32")
+    first = block.simulate(x)
+    again = block.simulate(x)
+    assert len(block.__dict__["_compiled_calls"]) == 1
+    direct = block._simulate_outputs(ops.convert_to_tensor(x), True, False)  # not compiled
+    for a, b in zip([first["residuals"], *first["rates"]], [direct["residuals"], *direct["rates"]]):
+        np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(ops.convert_to_numpy(again["rates"][0]), ops.convert_to_numpy(first["rates"][0]))
+
+    block.set_weights([2.0 * w for w in block.get_weights()])
+    changed = block.simulate(x)
+    direct = block._simulate_outputs(ops.convert_to_tensor(x), True, False)
+    assert not np.array_equal(ops.convert_to_numpy(changed["rates"][0]), ops.convert_to_numpy(first["rates"][0]))
+    np.testing.assert_allclose(ops.convert_to_numpy(changed["rates"][0]), ops.convert_to_numpy(direct["rates"][0]),
+                               rtol=1e-6, atol=1e-7)
+    counts = block.simulate(x, record_residuals=False, count_spikes=True)["counts"]  # another compiled entry
+    assert len(block.__dict__["_compiled_calls"]) == 2 and ops.convert_to_numpy(counts[0]).max() <= 20
