@@ -13,6 +13,19 @@ BACKEND = keras.backend.backend()
 # run trains; on JAX jit, whose alternative is op-by-op eager execution.
 QUICK_JIT = BACKEND != "tensorflow"
 
+# Python code that makes TensorFlow unimportable and unfindable, as on the GPU machine (which
+# has JAX only): run first in a subprocess (`-c NO_TENSORFLOW + code`, or as its sitecustomize).
+NO_TENSORFLOW = """
+import importlib.abc, importlib.util, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "tensorflow":
+            raise ImportError("no " + name + " on this machine")
+sys.meta_path.insert(0, Refuse())
+find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tensorflow" else find_spec(name, *a)
+"""
+
 
 def value_and_grads(loss_fn, variables):
     """loss_fn() -> scalar; its value and its gradients w.r.t. `variables` (Keras

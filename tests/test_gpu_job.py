@@ -12,25 +12,13 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import NO_TENSORFLOW
 from data_paths import shared_data
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "examples", "gpu"))
 
 import transport  # noqa: E402
-
-# Imported first by every Python of the machine's calls: TensorFlow cannot be imported or found.
-NO_TENSORFLOW = '''
-import importlib.abc, importlib.util, sys
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "tensorflow":
-            raise ImportError("no " + name + " on this machine")
-sys.meta_path.insert(0, Refuse())
-find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tensorflow" else find_spec(name, *a)
-'''
-
 
 def small_cifar(folder, train=48, test=32):
     """A CIFAR-10-format file of smooth random images (the job's plumbing is the subject)."""

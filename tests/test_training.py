@@ -8,7 +8,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import QUICK_JIT
+from conftest import NO_TENSORFLOW, QUICK_JIT
 from data_paths import shared_data
 
 from keras_fsnn.datasets.readers import DatasetNotFoundError
@@ -266,15 +266,7 @@ def test_numpy_batches_are_a_pure_function_of_seed_and_epoch():
     assert [len(b[1]) for b in batches] == [4, 4, 2] and np.array_equal(batches[2][1], [8, 9])
 
 
-NO_TENSORFLOW = '''
-import importlib.abc, importlib.util, sys
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path, target=None):
-        if name.split(".")[0] == "tensorflow":
-            raise ImportError("no " + name + " on this machine")
-sys.meta_path.insert(0, Refuse())
-find_spec = importlib.util.find_spec
-importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tensorflow" else find_spec(name, *a)
+TRAIN_WITHOUT_TENSORFLOW = NO_TENSORFLOW + '''
 from keras_fsnn.training import train
 result = train("fsnn_fmnist", data_dir=sys.argv[1], output_dir=sys.argv[2], epochs=1, limit=200, batch_size=100,
                verbose=0, model_overrides={"time_steps": 3})
@@ -291,7 +283,7 @@ def test_training_runs_on_jax_without_tensorflow_installed(tmp_path):
     pytest.importorskip("jax")
     root = shared_data("fashion_mnist")
     env = dict(os.environ, KERAS_BACKEND="jax")
-    result = subprocess.run([sys.executable, "-c", NO_TENSORFLOW, root, str(tmp_path / "run")], env=env,
+    result = subprocess.run([sys.executable, "-c", TRAIN_WITHOUT_TENSORFLOW, root, str(tmp_path / "run")], env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "accuracy" in result.stdout

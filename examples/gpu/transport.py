@@ -26,6 +26,8 @@ import os
 
 import numpy as np
 
+from keras_fsnn.zoo import sha256 as sha256_file
+
 FORMAT = "loco-i-med-rgb-xz/1"
 SPLITS = ("train", "test")
 PIECE_BYTES = 15 * 2**20
@@ -33,14 +35,6 @@ PIECE_BYTES = 15 * 2**20
 
 def sha256_bytes(data):
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _neighbours(planes):
