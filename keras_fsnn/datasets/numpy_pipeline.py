@@ -21,13 +21,10 @@ class EpochBatches(keras.utils.PyDataset):
     epoch, as one endless sequence: item i is batch `first_batch + i` counted from the start
     of epoch `first_epoch`, so it is a pure function of (seed, i) whatever Keras calls in
     between (it calls `on_epoch_end` also when a fit starts). Give fit `steps_per_epoch`; a
-    resumed epoch starts with `first_batch` = the batches already trained on. With
-    `workers` > 1, that many threads prepare the next batches while the model trains
-    (Keras keeps their order)."""
+    resumed epoch starts with `first_batch` = the batches already trained on."""
 
-    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augmentation=None, first_batch=0,
-                 workers=1):
-        super().__init__(workers=workers)
+    def __init__(self, info, images, labels, batch_size, seed, first_epoch=0, augmentation=None, first_batch=0):
+        super().__init__()
         self.info, self.images, self.labels = info, images, np.asarray(labels)
         self.batch_size, self.seed, self.augmentation = int(batch_size), int(seed), augmentation
         self.first_epoch, self.first_batch = int(first_epoch), int(first_batch)
@@ -60,15 +57,14 @@ class EpochBatches(keras.utils.PyDataset):
         positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.labels)))
         chosen = order[positions]
         images = _scale(self.images[chosen], self.info)
-        if self.augmentation:
+        if self.augmentation:  # crop (and flip) every image at once, by index arrays
             height, width = images.shape[1:3]
             shift = self.augmentation.shift
             padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-            crops = np.empty_like(images)
-            for i, (position, (dy, dx)) in enumerate(zip(positions, offsets[positions])):
-                crop = padded[i, dy:dy + height, dx:dx + width]
-                crops[i] = crop[:, ::-1] if flips[position] else crop
-            images = crops
+            dy, dx = offsets[positions, 0], offsets[positions, 1]
+            rows = dy[:, None] + np.arange(height)
+            columns = np.where(flips[positions][:, None], np.arange(width - 1, -1, -1), np.arange(width)) + dx[:, None]
+            images = padded[np.arange(len(positions))[:, None, None], rows[:, :, None], columns[:, None, :]]
         return images, self.labels[chosen]
 
 

@@ -185,13 +185,14 @@ class WallClockGuard(keras.callbacks.Callback):
         self._epoch, self._epoch_start = epoch, time.monotonic()
 
     def on_train_batch_end(self, batch, logs=None):
-        if not self.model.stop_training and time.monotonic() > self.deadline - self.reserve:
+        # the clock first: on JAX, touching `self.model` syncs the whole training state
+        if time.monotonic() > self.deadline - self.reserve and not self.stopped:
             self._stop(self._epoch + (batch + 1) / self.params.get("steps", batch + 1),
                        f"the budget ran out in epoch {self._epoch + 1}, after its batch {batch + 1}")
 
     def on_epoch_end(self, epoch, logs=None):
         self._slowest = max(self._slowest, time.monotonic() - self._epoch_start)
-        if not self.model.stop_training and epoch + 1 < self.epochs and (
+        if not self.stopped and epoch + 1 < self.epochs and (
                 time.monotonic() + self._slowest > self.deadline - self.reserve):
             self._stop(epoch + 1, f"epoch {epoch + 2} (about {self._slowest:.0f} s) would not have fit the budget")
 

@@ -37,7 +37,6 @@ from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
 from keras_fsnn.training.recipes import get_recipe
 
 EVAL_BATCH = 256
-PREFETCH_THREADS = 2  # NumPy pipeline: threads preparing the next training batches during a step
 PIPELINES = {"auto": "auto", "tf_data": "tf_data", "numpy": "numpy"}
 
 
@@ -290,7 +289,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         (shuffle=False: they are shuffled by (seed, epoch) already)."""
         if settings["pipeline"] == "numpy":
             data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first,
-                                recipe.augmentation(), first_batch, workers=PREFETCH_THREADS)
+                                recipe.augmentation(), first_batch)
         else:
             data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first, last, settings["seed"],
                                   recipe.augmentation(), first_batch)
