@@ -56,15 +56,16 @@ class EpochBatches(keras.utils.PyDataset):
         order, offsets, flips = self.draws(self.first_epoch + epoch)
         positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.labels)))
         chosen = order[positions]
-        images = _scale(self.images[chosen], self.info)
-        if self.augmentation:  # crop (and flip) every image at once, by index arrays
+        images = self.images[chosen]
+        if self.augmentation:  # each image's crop is a window of the zero-padded batch
             height, width = images.shape[1:3]
             shift = self.augmentation.shift
             padded = np.pad(images, ((0, 0), (shift, shift), (shift, shift), (0, 0)))
-            dy, dx = offsets[positions, 0], offsets[positions, 1]
-            rows = dy[:, None] + np.arange(height)
-            columns = np.where(flips[positions][:, None], np.arange(width - 1, -1, -1), np.arange(width)) + dx[:, None]
-            images = padded[np.arange(len(positions))[:, None, None], rows[:, :, None], columns[:, None, :]]
+            windows = np.lib.stride_tricks.sliding_window_view(padded, (height, width), axis=(1, 2))
+            crops = windows[np.arange(len(positions)), offsets[positions, 0], offsets[positions, 1]]  # (n, C, H, W)
+            crops = np.where(flips[positions][:, None, None, None], crops[..., ::-1], crops)
+            images = crops.transpose(0, 2, 3, 1)
+        images = _scale(images, self.info)
         return images, self.labels[chosen]
 
 
