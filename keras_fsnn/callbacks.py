@@ -5,47 +5,24 @@ import warnings
 
 import keras
 
-
-def spiking_blocks(model):
-    """Every FeedbackSpikingBlock inside `model` (searched recursively)."""
-    from keras_fsnn.layers import FeedbackSpikingBlock
-
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, FeedbackSpikingBlock)]
-
-
-def spiking_layers(model):
-    """Every spiking layer inside `model`: FeedbackSpikingBlocks and ImplicitStreams."""
-    from keras_fsnn.layers import FeedbackSpikingBlock, ImplicitStreams
-
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, (FeedbackSpikingBlock, ImplicitStreams))]
-
-
-def block_inputs(model, block, x):
-    """What `block` receives inside the functional `model` when the model is given `x`."""
-    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
-    return keras.Model(inputs, block.input)(x, training=False)
-
-
-def stream_rows(curve):
-    """A residual curve as (stream, row) pairs: [(None, curve)] for a block's (T,) curve,
-    [(1, row 1), (2, row 2), ...] for ImplicitStreams' (streams, T)."""
-    return [(None, curve)] if curve.ndim == 1 else [(i + 1, row) for i, row in enumerate(curve)]
+from keras_fsnn.inspection import block_inputs, spiking_blocks, spiking_layers, stream_rows  # noqa: F401 (their old home)
 
 
 class EquilibriumMonitor(keras.callbacks.Callback):
-    """Log each block's firing rates, equilibrium residuals and solver residuals, plot the
-    convergence curve, and warn when a block diverges.
+    """Log each spiking layer's firing rates, equilibrium residuals and solver residuals,
+    plot the convergence curve, and warn when a layer diverges.
 
     At the end of every epoch, adds to the epoch logs (so they reach `History`, CSVLogger
     or TensorBoard), for each FeedbackSpikingBlock or ImplicitStreams `name` (whose rates
-    are `name/rate_s{stream}_{layer}`), the mean over the epoch's
-    training batches of: `name/rate_l` (mean firing rate of layer l, paper 000 Table 5),
+    are `name/rate_s{stream}_{layer}`), the mean over the epoch's training batches of:
+    `name/rate_l` (mean firing rate of layer l, paper 000 Table 5),
     `name/forward_residual` (||f(a[T]) - a[T]||, mean per-sample L2 norm, training mode),
     `name/backward_residual`, `name/backward_iterations` (the adjoint solve) and, for the
     spike-based backward, `name/backward_firing_rate` (paper 002 Fig. 2). (Means, not the
-    last batch's values: one batch of a well-trained model is a noisy sample.)
+    last batch's values: one batch of a well-trained model is a noisy sample.) The layers
+    sum these on the device during the epoch (`EquilibriumLayer.epoch_diagnostics`), so
+    the monitor copies nothing to the host between batches: on an accelerator, a copy
+    after every batch would stall it.
 
     With `probe` (a batch of model inputs), it also simulates each block on the probe at
     the end of every epoch and records the residual curve ||f(a[t]) - a[t]||, t = 1..T
@@ -54,11 +31,12 @@ class EquilibriumMonitor(keras.callbacks.Callback):
     curves to a PNG (needs matplotlib). Put the monitor before a TensorBoard callback in
     the list so TensorBoard writes these entries too.
 
-    After every training batch it checks the last backward solve and the rates: a failed
-    solve (residual not below 1 or non-finite; the solver then contributes a zero adjoint
+    At the end of every epoch it checks the epoch's backward passes and rates: failed
+    solves (residual not below 1 or non-finite; the solver then contributes a zero adjoint
     for the failed entries, never NaN) or non-finite rates raise a `RuntimeWarning` that
-    names the block, the epoch and the batch. `raise_on_divergence=True` stops training
-    with a `RuntimeError` instead.
+    names the layer, the epoch and how many batches failed. `raise_on_divergence=True`
+    checks after every batch instead (one copy to the host per batch) and stops training
+    with a `RuntimeError` naming the batch.
     """
 
     def __init__(self, probe=None, raise_on_divergence=False):
@@ -67,54 +45,57 @@ class EquilibriumMonitor(keras.callbacks.Callback):
         self.raise_on_divergence = raise_on_divergence
         self.curves = {}
         self._epoch = 0
-        self._sums, self._batches = {}, 0
+        self._layers = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._layers = spiking_layers(model)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
-        self._sums, self._batches = {}, 0
+        for layer in self._layers or []:
+            layer.reset_epoch_diagnostics()
 
     def on_train_batch_end(self, batch, logs=None):
-        self._batches += 1
-        for block in spiking_layers(self.model):
-            d = block.diagnostics()
-            sums = self._sums.setdefault(block.name, {})
-            for key, value in d.items():
-                if key != "backward_failed":
-                    sums[key] = sums.get(key, 0.0) + value
-            rates_ok = all(math.isfinite(v) for k, v in d.items() if k.startswith("rate_"))
-            if d["backward_failed"] or not rates_ok:
-                message = (
-                    f"{type(block).__name__} '{block.name}' diverged at epoch {self._epoch + 1}, "
-                    f"batch {batch}: backward residual {d['backward_residual']:.3g} after "
-                    f"{d['backward_iterations']} iterations, firing rates "
-                    f"{[round(v, 4) for k, v in d.items() if k.startswith('rate_')]}. "
-                    "Try more solver_steps, a smaller norm_bound or learning rate, or "
-                    "spectral_norm=True."
-                )
-                if self.raise_on_divergence:
-                    raise RuntimeError(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if not self.raise_on_divergence:
+            return
+        for layer in spiking_layers(self.model):
+            d = layer.diagnostics()
+            if d["backward_failed"] or not all(math.isfinite(v) for k, v in d.items() if k.startswith("rate_")):
+                raise RuntimeError(self._message(layer, f"batch {batch}", d))
+
+    def _message(self, layer, where, d):
+        return (f"{type(layer).__name__} '{layer.name}' diverged at epoch {self._epoch + 1}, {where}: backward "
+                f"residual {d['backward_residual']:.3g} after {d['backward_iterations']:.3g} iterations, firing rates "
+                f"{[round(v, 4) for k, v in d.items() if k.startswith('rate_')]}. Try more solver_steps, a smaller "
+                "norm_bound or learning rate, or spectral_norm=True.")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
             return
-        for block in spiking_layers(self.model):
-            sums = self._sums.get(block.name)
-            if sums and self._batches:
-                means = {key: total / self._batches for key, total in sums.items()}
-            else:  # no training batch seen this epoch (e.g. called by hand): the last call
-                means = {key: value for key, value in block.diagnostics().items() if key != "backward_failed"}
+        for layer in spiking_layers(self.model):
+            means = layer.epoch_diagnostics()
+            if means is None:  # no training batch this epoch (e.g. called by hand): the last call
+                means = {key: value for key, value in layer.diagnostics().items() if key != "backward_failed"}
+            failures = means.pop("backward_failures", 0)
+            batches = means.pop("training_batches", 0)
             for key, value in means.items():
-                logs[f"{block.name}/{key}"] = value
+                logs[f"{layer.name}/{key}"] = value
+            rates_ok = all(math.isfinite(v) for k, v in means.items() if k.startswith("rate_"))
+            if failures or not rates_ok:
+                where = (f"{failures} of its {batches} training batches" if failures
+                         else f"its {batches} training batches (non-finite rates)")
+                warnings.warn(self._message(layer, where, {**layer.diagnostics(), **means}), RuntimeWarning,
+                              stacklevel=2)
             if self.probe is not None:
-                curve = keras.ops.convert_to_numpy(block.simulate(block_inputs(self.model, block, self.probe))["residuals"])
-                self.curves.setdefault(block.name, []).append(curve)
+                curve = keras.ops.convert_to_numpy(layer.simulate(block_inputs(self.model, layer, self.probe))["residuals"])
+                self.curves.setdefault(layer.name, []).append(curve)
                 # ImplicitStreams: one curve per stream, logged as name/s{i}_residual_t{t}
                 for stream, stream_curve in stream_rows(curve):
                     tag = "" if stream is None else f"s{stream}_"
                     steps = len(stream_curve)
                     for t in sorted({1, max(1, steps // 4), max(1, steps // 2), steps}):
-                        logs[f"{block.name}/{tag}residual_t{t}"] = float(stream_curve[t - 1])
+                        logs[f"{layer.name}/{tag}residual_t{t}"] = float(stream_curve[t - 1])
 
     def plot(self, path):
         """Draw every recorded residual curve (one line per epoch) to a PNG at `path`."""

@@ -1,20 +1,94 @@
-"""Backward modes: how a block turns the gradient at its simulated equilibrium into weight
-gradients. A mode is a small configuration object, looked up by name in `GRADIENTS`.
+"""Backward modes: how a spiking equilibrium layer turns the gradient at its simulated
+equilibrium into weight gradients.
 
-The shared skeleton (see `FeedbackSpikingBlock.call`): simulate spikes for T steps with no
-gradient, read the (weighted) average rates a[T], evaluate the fixed-point map once with
-autodiff, z = f(a[T]), and let the backward mode decide what gradient reaches z. A mode
-with `through_time = True` (the BPTT baseline) instead differentiates the simulation.
+Every layer runs the same skeleton (`keras_fsnn.layers.equilibrium`): simulate the spikes
+for T steps with no gradient, read the (weighted) average rates a[T] of the last layer(s),
+and hand a mode an `EquilibriumProblem`: the equilibrium, the fixed-point map f (pure, as a
+function of a and explicit operands), its value z = f(a[T]) recorded by autodiff, the
+per-layer rates and the layer itself. The mode returns the layer's output, a[T] carrying
+the gradient it defines:
+
+    IDE       (I - J_f^T)^{-1} g through z: implicit differentiation (paper 000)
+    OneStep   g through z unchanged: the Jacobian-free gradient (the released MPIS code)
+    BPTT      the simulation itself differentiated, surrogate spike derivative (baseline)
+    SPIDE     the adjoint solved by a second, spiking stage of ternary neurons (paper 002)
+
+A mode is a small option object, resolved by `get` from a name with the layer's short-form
+arguments (`gradient="ide", solver="gmres"`), a config or an instance; `register_gradient`
+adds one's own. An option the chosen mode does not use is an error, never ignored.
 """
+
+import copy
 
 import keras
 from keras import ops
 
 from keras_fsnn import backend, neurons, solvers, surrogates, validation
+from keras_fsnn.diagnostics import FIELDS
 
 
-class ImplicitDifferentiation:
-    """IDE: implicit differentiation of the equilibrium a* = f(a*) (paper 000 §3.2, §4.2,
+class BackwardMode:
+    """The interface of a backward mode (see the module docstring).
+
+    Class attributes: `name` (its registry key), `through_time` (True: the layer simulates
+    with `self.spike`, differentiably, and `attach` gets those rates as the equilibrium),
+    `report_fields` (what it reports: `diagnostics.FIELDS[:3]` or all four) and
+    `short_forms` ({layer argument: constructor argument} of the layer arguments that
+    configure it, e.g. IDE's `solver_steps` -> `steps`)."""
+
+    name = None
+    through_time = False
+    report_fields = FIELDS[:3]
+    short_forms = {}
+    spike = None
+
+    def attach(self, problem):
+        """The layer's output for `problem` (an `EquilibriumProblem`), carrying this mode's
+        gradient."""
+        raise NotImplementedError
+
+    def bind(self, layer):
+        """This mode as `layer` uses it (a copy where the mode keeps per-layer state); raises
+        ValueError if `layer` cannot use it."""
+        return self
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def layer_arguments(self):
+        """This mode's options as the layer's short-form arguments (what a layer's config
+        stores for a registered mode), or None where one has no short form."""
+        config, inverse = self.get_config(), {v: k for k, v in self.short_forms.items()}
+        if not set(config) <= set(inverse):
+            return None
+        return {inverse[key]: value for key, value in config.items()}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+def _passthrough(z, equilibrium, gradient_of):
+    """`equilibrium` as the value, and `gradient_of(g, *operands)` as the gradient reaching
+    z (the same shape); nothing reaches the equilibrium itself."""
+
+    @ops.custom_gradient
+    def attached(z, a):
+        def grad(*args, upstream=None):
+            g = args[0] if upstream is None else upstream
+            return gradient_of(g), ops.zeros_like(a)
+
+        return a + ops.zeros_like(z), grad
+
+    return attached(z, equilibrium)
+
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class IDE(BackwardMode):
+    """Implicit differentiation of the equilibrium a* = f(a*) (paper 000 §3.2, §4.2,
     Algorithm 1).
 
     The forward value is the SNN's rate a[T]; in the backward the incoming gradient
@@ -29,32 +103,38 @@ class ImplicitDifferentiation:
 
     Args:
         solver: "broyden" (default, the paper's choice), "gmres" (the optimal Krylov solver
-            of this linear equation, cheaper where J^T acts per sample) or "fixed_point"
-            (the damped iteration y <- (y + J^T y + g)/2 of paper 000 F.3.2).
+            of this linear equation, cheaper where J^T acts per sample), "fixed_point" (the
+            damped iteration y <- (y + J^T y + g)/2 of paper 000 F.3.2) or a solver
+            registered with `solvers.register_solver`.
         steps: the most solver iterations (paper: 30); each costs one J^T product.
         tol: stop early once every sample's relative residual ||y - J^T y - g||/||g|| < tol.
+        memory: the solver's memory (Broyden: history slots, default 27; GMRES: the cycle
+            length m, default 30); None: the solver's default.
     """
 
     name = "ide"
-    through_time = False
+    short_forms = {"solver": "solver", "solver_steps": "steps", "solver_tol": "tol", "solver_memory": "memory"}
 
-    def __init__(self, solver="broyden", steps=30, tol=1e-5):
-        self.solve = solvers.get_solver(solver)
+    def __init__(self, solver="broyden", steps=30, tol=1e-5, memory=None):
+        self.solver = validation.choose("solver", solver, {k: k for k in solvers.SOLVERS})
+        self.solve = solvers.get_solver(self.solver)
         self.steps = validation.integer("solver_steps", steps, minimum=1)
         self.tol = validation.number("solver_tol", tol, low=0.0)
+        self.memory = None if memory is None else validation.integer("solver_memory", memory, minimum=1)
+        if self.memory is not None and not solvers.takes_memory(self.solver):
+            raise ValueError(f"Argument `solver_memory`={memory!r}: solver={self.solver!r} keeps no memory.")
 
-    def attach(self, fixed_point_map, z, equilibrium, operands, report=None):
-        """Return `equilibrium` carrying the implicit gradient through `z`.
+    def get_config(self):
+        config = {"solver": self.solver, "steps": self.steps, "tol": self.tol}
+        return {**config, "memory": self.memory} if self.memory is not None else config
 
-        Args:
-            fixed_point_map: pure function (a, operands) -> f(a), the map whose Jacobian
-                enters the adjoint equation.
-            z: fixed_point_map(equilibrium, operands), recorded by autodiff.
-            equilibrium: the simulated rates a[T] (no gradient).
-            operands: a nest of tensors f depends on (weights, average input, masks); they are
-                passed explicitly so no traced value is captured by the custom gradient.
-            report: a `BackwardReport` that receives the solve's residual and iterations.
-        """
+    def solve_adjoint(self, pullback, g):
+        options = {"memory": self.memory} if self.memory is not None else {}
+        return self.solve(pullback, g, steps=self.steps, tol=self.tol, **options)
+
+    def attach(self, problem):
+        z = problem.value()
+        operands = problem.operands
         flat = keras.tree.flatten(operands)
 
         @ops.custom_gradient
@@ -62,19 +142,40 @@ class ImplicitDifferentiation:
             def grad(*args, upstream=None):
                 g = args[0] if upstream is None else upstream
                 nest = keras.tree.pack_sequence_as(operands, list(flat_operands))
-                _, pullback = backend.vjp(lambda v: fixed_point_map(v, nest), a)
-                result = self.solve(pullback, g, steps=self.steps, tol=self.tol)
-                if report is not None:
-                    backend.report(report, result.residual, result.iterations, result.failed)
-                zeros = tuple(ops.zeros_like(t) for t in flat_operands)
-                return (result.solution, ops.zeros_like(a)) + zeros
+                _, pullback = backend.vjp(lambda v: problem.adjoint_map(v, nest), a)
+                result = self.solve_adjoint(pullback, g)
+                backend.report(problem.report, result.residual, result.iterations, result.failed)
+                return (result.solution, ops.zeros_like(a)) + tuple(ops.zeros_like(t) for t in flat_operands)
 
             return a + ops.zeros_like(z), grad
 
-        return implicit(z, equilibrium, *flat)
+        return implicit(z, problem.equilibrium, *flat)
 
 
-class BackpropagationThroughTime:
+ImplicitDifferentiation = IDE
+
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class OneStep(BackwardMode):
+    """The Jacobian-free ("one-step") gradient: the incoming gradient g = dL/da[T] is sent
+    through z = f(a[T]) unchanged, i.e. (I - J_f^T)^{-1} is replaced by I and
+    dL/dtheta = (df/dtheta)^T g. No solve, so a backward costs one pass through f; it is
+    exact only where J_f = 0 (a feed-forward block). It is what the released MPIS code
+    effectively trains with (seed-code.md §4.4) and what paper 003's reported speed
+    matches; offered as a documented switch, not as the default.
+    """
+
+    name = "one_step"
+
+    def attach(self, problem):
+        return _passthrough(problem.value(), problem.equilibrium, lambda g: g)
+
+
+OneStepGradient = OneStep
+
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class BPTT(BackwardMode):
     """BPTT with a surrogate spike derivative: the baseline IDE is compared against (STBP,
     paper 000 ref. [44], Table 4). The same T-step simulation as IDE is unrolled and
     differentiated, each spike H(u - V_th) getting the surrogate derivative h(u - V_th)
@@ -92,43 +193,31 @@ class BackpropagationThroughTime:
 
     name = "bptt"
     through_time = True
+    short_forms = {"surrogate": "surrogate", "surrogate_width": "width"}
 
     def __init__(self, surrogate="rectangular", width=1.0):
         self.spike = surrogates.get_surrogate(surrogate, width)
 
+    def get_config(self):
+        return {"surrogate": self.spike.name, "width": self.spike.width}
 
-class OneStepGradient:
-    """The Jacobian-free ("one-step") gradient: the incoming gradient g = dL/da[T] is sent
-    through z = f(a[T]) unchanged, i.e. (I - J_f^T)^{-1} is replaced by I and
-    dL/dtheta = (df/dtheta)^T g. No solve, so a backward costs one pass through f; it is
-    exact only where J_f = 0 (a feed-forward block). It is what the released MPIS code
-    effectively trains with (seed-code.md §4.4) and what paper 003's reported speed
-    matches; offered as a documented switch, not as the default.
-    """
-
-    name = "one_step"
-    through_time = False
-
-    def attach(self, fixed_point_map, z, equilibrium, operands, report=None):
-        @ops.custom_gradient
-        def passthrough(z, a):
-            def grad(*args, upstream=None):
-                g = args[0] if upstream is None else upstream
-                return g, ops.zeros_like(a)
-
-            return a + ops.zeros_like(z), grad
-
-        return passthrough(z, equilibrium)
+    def attach(self, problem):
+        return problem.equilibrium  # the simulated rates, differentiable through the simulation
 
 
-class SpikeBasedImplicitDifferentiation:
+BackpropagationThroughTime = BPTT
+
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class SPIDE(BackwardMode):
     """SPIDE: the adjoint equation solved by spiking dynamics (paper 002 §4.2, eq. 7-11,
     Algorithm 2), so the backward pass is event-driven too.
 
-    After the forward stage (T_F steps) the block keeps each layer's rate a^l, the masks
-    m^l = [0 < a^l < 1] and the average input. The backward stage runs T_B steps of ternary
-    neurons (`keras_fsnn.neurons.TernaryNeuron`, V_th^b, u_rest^b) along the transposed
-    connections, with rho = 1 / (V_th - u_rest) of the forward neurons:
+    After the forward stage (T_F steps) the layer keeps each layer's rate a^l, the slopes of
+    the rate map there (m^l = [0 < a^l < 1] and rho = 1 / (V_th - u_rest) for (L)IF
+    neurons: `Neuron.rate_map_slope`) and the average input. The backward stage runs T_B
+    steps of ternary neurons (`keras_fsnn.neurons.TernaryNeuron`, V_th^b, u_rest^b) along
+    the transposed connections:
 
         u^N[t+1] = u^N[t] + s g + rho W^1T (D_f . m^1 . s^1[t])  - (V_b - u_b) s^N[t+1]
         u^l[t+1] = u^l[t] + rho F^{l+1}T (D^{l+1} . m^{l+1} . s^{l+1}[t+1]) - (V_b - u_b) s^l[t+1]
@@ -146,7 +235,8 @@ class SpikeBasedImplicitDifferentiation:
     gradient, which works for any linear stage (dense, conv, conv-transpose, pooling). As in
     the paper (Algorithm 2) and the released code, the dropout mask takes part in the
     propagation but not in the weight gradient. The transposed connections are the
-    stages' vector-Jacobian products, exact for these linear stages.
+    stages' vector-Jacobian products, exact for these linear stages. It needs a chain of
+    stages with a feedback (a `FeedbackSpikingBlock`) without batch norm (paper 002 §4.4).
 
     Args:
         time_steps: T_B >= 1, backward steps (paper: 100 MNIST, 250 CIFAR).
@@ -157,14 +247,16 @@ class SpikeBasedImplicitDifferentiation:
             paper multiplies the loss by s and divides the learning rate by s; applying s
             inside the backward stage and dividing the result by s is the same update
             without touching the loss or the optimizer (for weight decay see docs/spide.md).
-        leak: lambda of the forward neurons; the backward neurons leak alike and beta is the
-            lambda-weighted average (the released code's LIF variant).
+    The backward neurons leak like the layer's forward neurons (lambda), and beta is the
+    lambda-weighted average (the released code's LIF variant).
     """
 
     name = "spide"
-    through_time = False
+    report_fields = FIELDS
+    short_forms = {"backward_time_steps": "time_steps", "backward_threshold": "threshold",
+                   "backward_resting_potential": "resting_potential", "backward_scale": "scale"}
 
-    def __init__(self, time_steps=100, threshold=0.5, resting_potential=-0.5, scale=1.0, leak=1.0):
+    def __init__(self, time_steps=100, threshold=0.5, resting_potential=-0.5, scale=1.0):
         self.time_steps = validation.integer("backward_time_steps", time_steps, minimum=1)
         validation.number("backward_threshold", threshold, low=0.0, low_open=True)
         validation.number("backward_resting_potential", resting_potential)
@@ -173,7 +265,26 @@ class SpikeBasedImplicitDifferentiation:
                 "Argument `backward_threshold` must be greater than `backward_resting_potential`; received "
                 f"backward_threshold={threshold!r}, backward_resting_potential={resting_potential!r}.")
         self.scale = validation.number("backward_scale", scale, low=0.0, low_open=True)
-        self.neuron = neurons.TernaryNeuron(threshold, resting_potential, leak)
+        self.neuron = neurons.TernaryNeuron(threshold, resting_potential, 1.0)
+
+    def get_config(self):
+        return {"time_steps": self.time_steps, "threshold": self.neuron.threshold,
+                "resting_potential": self.neuron.resting_potential, "scale": self.scale}
+
+    def bind(self, layer):
+        if not hasattr(layer, "spiking_backward_graph"):
+            raise ValueError(f"gradient='spide' needs a chain of stages with a feedback (a FeedbackSpikingBlock); "
+                             f"{type(layer).__name__} '{layer.name}' is not one.")
+        for k, stage in enumerate(layer._stages):
+            if any(isinstance(sub, keras.layers.BatchNormalization)
+                   for sub in stage._flatten_layers(include_self=True, recursive=True)):
+                raise ValueError(
+                    f"Stage {k} ({stage.name}) contains BatchNormalization, but gradient='spide' has no batch "
+                    "norm (paper 002 §4.4: batch statistics are not available to neuromorphic hardware, and the "
+                    "spiking backward stage cannot train them). Remove it or use gradient='ide'.")
+        bound = copy.copy(self)
+        bound.neuron = neurons.TernaryNeuron(self.neuron.threshold, self.neuron.resting_potential, layer.neuron.leak)
+        return bound
 
     def propagate(self, g, transposes, masks, rho):
         """The T_B-step backward stage.
@@ -183,7 +294,8 @@ class SpikeBasedImplicitDifferentiation:
             transposes: N functions; transposes[l] maps a signal on layer l+1's neurons
                 (zero-based) to a current on layer l's, v -> F^{l+1}T (D^{l+1} . v), and
                 transposes[N-1] is the feedback's W^1T (D_f . v) (None without feedback).
-            masks: m^1..m^N (float 0/1), rho: 1 / (V_th - u_rest).
+            masks: m^1..m^N (float 0/1), rho: the rate map's slope where it is linear
+                (1 / (V_th - u_rest)).
 
         Returns (betas, firing_rate): beta^1..beta^N and the fraction of (neuron, step)
         pairs that fired a +-1 spike.
@@ -198,11 +310,7 @@ class SpikeBasedImplicitDifferentiation:
             potentials, totals = list(potentials), list(totals)
             current = g
             if transposes[-1] is not None:
-                # Summed as a reduction, not `g + ...`: TensorFlow's grappler merges the add
-                # tree potential + g + feedback into one AddN, rewrites a large AddN inside a
-                # loop into a temporary variable, and the second training step then fails
-                # with AlreadyExistsError (TF graph mode, batch >= ~64).
-                current = ops.sum(ops.stack([g, rho * transposes[-1](masks[0] * first_spikes)]), axis=0)
+                current = g + rho * transposes[-1](masks[0] * first_spikes)
             spikes = [None] * n
             for layer in range(n - 1, -1, -1):
                 if layer < n - 1:
@@ -227,19 +335,12 @@ class SpikeBasedImplicitDifferentiation:
         norm = lambda v: ops.sqrt(ops.sum(ops.square(ops.reshape(v, (ops.shape(v)[0], -1))), axis=-1))  # noqa: E731
         return ops.mean(norm(beta_last - g - mapped) / ops.maximum(norm(g), 1e-12))
 
-    def attach(self, currents, equilibrium, operands, backward_graph, report=None):
-        """Return `equilibrium` whose gradient reaches `currents` from the spiking backward.
-
-        Args:
-            currents: the differentiable stage currents F^1(a^0), ..., F^N(a^{N-1}) and, with
-                a feedback, W^1(a^N), each computed on the saved (constant) rates.
-            equilibrium: a^N[T_F] (no gradient).
-            operands: a nest of tensors the backward needs, passed explicitly so nothing
-                traced is captured by the custom gradient.
-            backward_graph: pure function operands -> (transposes, masks, rho) (see
-                `propagate`).
-            report: a `BackwardReport` receiving residual, T_B, failure and firing rate.
-        """
+    def attach(self, problem):
+        """The equilibrium, whose gradient reaches the layer's stage currents (computed on
+        the saved rates) from the spiking backward stage."""
+        layer = problem.layer
+        currents = layer.spiking_currents(problem)
+        operands = problem.operands + (problem.rates,)
         flat = keras.tree.flatten(operands)
         n_currents = len(currents)
 
@@ -248,55 +349,71 @@ class SpikeBasedImplicitDifferentiation:
             def grad(*grads, upstream=None):
                 g = grads[0] if upstream is None else upstream
                 nest = keras.tree.pack_sequence_as(operands, list(args[n_currents:]))
-                transposes, masks, rho = backward_graph(nest)
+                transposes, masks, rho = layer.spiking_backward_graph(nest)
                 g_scaled = self.scale * g
                 betas, firing_rate = self.propagate(g_scaled, transposes, masks, rho)
-                if report is not None:
-                    residual = self.residual(betas[-1], g_scaled, transposes, masks, rho)
-                    failed = ops.logical_not(ops.all(ops.isfinite(betas[-1])))
-                    backend.report(report, residual, self.time_steps, failed, firing_rate)
+                residual = self.residual(betas[-1], g_scaled, transposes, masks, rho)
+                failed = ops.logical_not(ops.all(ops.isfinite(betas[-1])))
+                backend.report(problem.report, residual, self.time_steps, failed, firing_rate)
                 cotangents = [rho * m * b / self.scale for m, b in zip(masks, betas)]
                 if n_currents > len(masks):  # the feedback feeds layer 1
                     cotangents.append(cotangents[0])
                 zeros = tuple(ops.zeros_like(t) for t in args[n_currents:])
                 return (ops.zeros_like(a),) + tuple(cotangents) + zeros
 
-            return a + sum(ops.sum(c) * 0.0 for c in args[:n_currents]), grad
+            # the currents enter only through the gradient; a non-finite one still shows
+            tie = sum(ops.sum(c) for c in args[:n_currents])
+            return a + ops.where(ops.isfinite(tie), 0.0, tie), grad
 
-        return spiking_backward(equilibrium, *currents, *flat)
-
-
-GRADIENTS = {"ide": ImplicitDifferentiation, "bptt": BackpropagationThroughTime, "one_step": OneStepGradient,
-             "spide": SpikeBasedImplicitDifferentiation}
+        return spiking_backward(problem.equilibrium, *currents, *flat)
 
 
-SPIDE_DEFAULTS = {"backward_time_steps": 100, "backward_threshold": 0.5, "backward_resting_potential": -0.5,
-                  "backward_scale": 1.0}
+SpikeBasedImplicitDifferentiation = SPIDE
+
+GRADIENTS = {"ide": IDE, "bptt": BPTT, "one_step": OneStep, "spide": SPIDE}
+SHORT_FORMS = tuple(key for mode in GRADIENTS.values() for key in mode.short_forms)
 
 
-def get_gradient(name, solver="broyden", solver_steps=30, solver_tol=1e-5, surrogate=None, surrogate_width=1.0,
-                 spide_options=None, leak=1.0):
-    """Build a backward mode by name ("ide" | "bptt" | "one_step" | "spide") from the
-    block's arguments. `spide_options` holds the block's backward_* arguments (None where
-    not given); they apply to gradient="spide" only."""
-    mode = validation.choose("gradient", name, GRADIENTS)
-    given = {k: v for k, v in (spide_options or {}).items() if v is not None}
-    if mode is SpikeBasedImplicitDifferentiation:
-        options = {**SPIDE_DEFAULTS, **given}
-        return SpikeBasedImplicitDifferentiation(
-            options["backward_time_steps"], options["backward_threshold"], options["backward_resting_potential"],
-            options["backward_scale"], leak)
+def register_gradient(name, package="keras_fsnn_user"):
+    """Class decorator: make a `BackwardMode` subclass known as `gradient=name` to every
+    layer (and serialisable under `package`, so `.keras` files holding it load)."""
+    name = str(name).lower()
+
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, BackwardMode)):
+            raise TypeError(f"register_gradient({name!r}) needs a subclass of keras_fsnn.gradients.BackwardMode; "
+                            f"received {cls!r}.")
+        if name in GRADIENTS and GRADIENTS[name] is not cls:
+            raise ValueError(f"A backward mode named {name!r} is registered already ({GRADIENTS[name].__name__}).")
+        cls.name = name
+        GRADIENTS[name] = keras.saving.register_keras_serializable(package=package)(cls)
+        return cls
+
+    return register
+
+
+def get(identifier, **short):
+    """The backward mode `identifier` names: a registered name ("ide", "bptt", "one_step",
+    "spide", ...) built from the layer's short-form arguments in `short` (None: not given;
+    e.g. solver="gmres" for "ide"), a `BackwardMode` instance or its config. A short form
+    the mode does not take raises ValueError naming it; so does any with an instance."""
+    given = {k: v for k, v in short.items() if v is not None}
+    if isinstance(identifier, str):
+        cls = validation.choose("gradient", identifier, GRADIENTS)
+        for argument, value in given.items():
+            if argument not in cls.short_forms:
+                users = [n for n, mode in GRADIENTS.items() if argument in mode.short_forms]
+                where = f"applies to gradient={users[0]!r} only" if len(users) == 1 else "is not a layer argument"
+                raise ValueError(f"Argument `{argument}` {where}; received {argument}={value!r} with "
+                                 f"gradient={identifier!r}.")
+        return cls(**{cls.short_forms[k]: v for k, v in given.items()})
+    if isinstance(identifier, dict):
+        identifier = keras.saving.deserialize_keras_object(identifier)
+    if not isinstance(identifier, BackwardMode):
+        raise TypeError(f"Argument `gradient` must be a backward mode name ({', '.join(map(repr, GRADIENTS))}), a "
+                        f"keras_fsnn.gradients.BackwardMode or its config; received gradient={identifier!r}.")
     if given:
         argument, value = next(iter(given.items()))
-        raise ValueError(
-            f"Argument `{argument}` applies to gradient='spide' only (the spike-based backward stage); "
-            f"received {argument}={value!r} with gradient={name!r}.")
-    if mode is not BackpropagationThroughTime:
-        if surrogate is not None:
-            raise ValueError(
-                f"Argument `surrogate` applies to gradient='bptt' only; received surrogate={surrogate!r} "
-                f"with gradient={name!r} (IDE never differentiates the spike function).")
-        if mode is OneStepGradient:
-            return OneStepGradient()
-        return ImplicitDifferentiation(solver=solver, steps=solver_steps, tol=solver_tol)
-    return BackpropagationThroughTime(surrogate or "rectangular", surrogate_width)
+        raise ValueError(f"Argument `{argument}`={value!r} configures a named backward mode; the mode {identifier!r} "
+                         "is given as an object: set it there.")
+    return identifier

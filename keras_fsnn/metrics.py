@@ -20,7 +20,7 @@ History, CSVLogger, TensorBoard and keras-tuner objectives find them.
 import numpy as np
 from keras import ops
 
-from keras_fsnn.callbacks import block_inputs, spiking_layers
+from keras_fsnn.inspection import block_inputs, spiking_layers
 
 
 def spiking_activity(model, x, batch_size=256, synops=False):

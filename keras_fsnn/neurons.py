@@ -15,29 +15,48 @@ input current; a spike is 0 or 1. The (weighted) average firing rate after t ste
 (the plain mean of the spikes for IF), and at equilibrium it satisfies a = sigma(z / (V_th -
 u_rest)) where z is the average input current and sigma clamps to [0, 1] (paper 000
 Theorem 2 / Proposition 2; paper 002 §4.3 for u_rest != 0).
+
+A neuron is an option object: `neuron="lif"` (with the short forms `leak`, `threshold`,
+`resting_potential`) or `neurons.LIF(leak=0.95, threshold=2.0)`, resolved by `get` the way
+`keras.initializers.get` resolves a name, a config or an instance. A model of one's own
+subclasses `Neuron` (its step, its rate map and that map's slope) and is made known by
+`register_neuron`; the layers then train, save and load it like the built-in ones.
 """
 
+import keras
 from keras import ops
 
 from keras_fsnn import validation
 
 
-class NeuronModel:
-    """An (L)IF neuron: leak lambda in (0, 1], threshold V_th and resting potential u_rest.
+class Neuron:
+    """An integrate-and-fire neuron: leak lambda in (0, 1], threshold V_th and resting
+    potential u_rest (a spike subtracts V_th - u_rest). Subclass it for another model and
+    override what differs: `step`, `rate_map` and `rate_map_slope` (the equilibrium map
+    f and its derivative, which the fixed-point map, the adjoint and SPIDE's backward use),
+    `accumulate` / `normaliser` for another rate weighting; `get_config` must return the
+    constructor's arguments.
 
     Args:
-        leak: lambda, the factor the membrane keeps per step; 1 is the IF neuron.
+        leak: lambda, the factor the membrane keeps per step; 1 is the IF neuron; None: the
+            class's `default_leak`.
         threshold: V_th, the membrane potential at which the neuron spikes.
         resting_potential: u_rest < V_th; a spike subtracts V_th - u_rest.
     """
 
     name = None
-    default_leak = None
+    default_leak = 1.0
 
-    def __init__(self, leak, threshold, resting_potential):
-        self.leak = float(leak)
-        self.threshold = float(threshold)
-        self.resting_potential = float(resting_potential)
+    def __init__(self, leak=None, threshold=2.0, resting_potential=0.0):
+        leak = self.default_leak if leak is None else leak
+        self.leak = validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
+        self.threshold = validation.number("threshold", threshold)
+        self.resting_potential = validation.number("resting_potential", resting_potential)
+        if not self.threshold > self.resting_potential:
+            raise ValueError(
+                "Argument `threshold` must be greater than `resting_potential` (the reset "
+                f"subtracts threshold - resting_potential > 0); received threshold={threshold!r}, "
+                f"resting_potential={resting_potential!r}.")
 
     @property
     def reset_amount(self):
@@ -56,6 +75,10 @@ class NeuronModel:
         else:
             spikes = spike(potential - self.threshold)
         return potential - self.reset_amount * spikes, spikes
+
+    def initial_state(self, zeros):
+        """The membrane state at t = 0 (a potential of 0)."""
+        return zeros
 
     def accumulate(self, total, spikes):
         """Running (weighted) spike count: total <- lambda * total + s."""
@@ -77,15 +100,46 @@ class NeuronModel:
         """sigma(z / (V_th - u_rest)): the equilibrium firing rate for average current z."""
         return ops.clip(current / self.reset_amount, 0.0, 1.0)
 
+    def rate_map_slope(self, rates):
+        """The derivative of the rate map where it gave `rates`, as (mask, gain): the slope
+        is gain where mask = 1 (rates strictly inside (0, 1): sigma is linear there) and 0
+        elsewhere; gain = 1 / (V_th - u_rest). SPIDE's backward neurons see signals
+        through it (paper 002 eq. 7: m^l and rho)."""
+        mask = ops.cast(ops.logical_and(rates > 0.0, rates < 1.0), "float32")
+        return mask, 1.0 / self.reset_amount
 
-class IF(NeuronModel):
+    def get_config(self):
+        return {"leak": self.leak, "threshold": self.threshold, "resting_potential": self.resting_potential}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        options = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({options})"
+
+
+NeuronModel = Neuron  # the earlier name
+
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class IF(Neuron):
     """Integrate-and-fire neuron (lambda = 1)."""
 
     name = "if"
     default_leak = 1.0
 
+    def __init__(self, leak=None, threshold=2.0, resting_potential=0.0):
+        if leak not in (None, 1.0, 1):
+            raise ValueError(
+                f"Argument `leak` must be 1.0 (or None) for neuron='if'; received leak={leak!r}. "
+                "Use neuron='lif' for a leaky neuron.")
+        super().__init__(1.0, threshold, resting_potential)
 
-class LIF(NeuronModel):
+
+@keras.saving.register_keras_serializable(package="keras_fsnn")
+class LIF(Neuron):
     """Leaky integrate-and-fire neuron (0 < lambda <= 1; paper 000 uses 0.95 and 0.99)."""
 
     name = "lif"
@@ -93,9 +147,58 @@ class LIF(NeuronModel):
 
 
 NEURONS = {"if": IF, "lif": LIF}
+SHORT_FORMS = ("leak", "threshold", "resting_potential")  # a layer's arguments that build its neuron
 
 
-class TernaryNeuron(NeuronModel):
+def register_neuron(name, package="keras_fsnn_user"):
+    """Class decorator: make a `Neuron` subclass known as `neuron=name` to every layer (and
+    serialisable, under `package`, so `.keras` files holding it load).
+
+        @keras_fsnn.neurons.register_neuron("adaptive")
+        class Adaptive(keras_fsnn.neurons.Neuron): ...
+    """
+    name = str(name).lower()
+
+    def register(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Neuron)):
+            raise TypeError(f"register_neuron({name!r}) needs a subclass of keras_fsnn.neurons.Neuron; received {cls!r}.")
+        if name in NEURONS and NEURONS[name] is not cls:
+            raise ValueError(f"A neuron named {name!r} is registered already ({NEURONS[name].__name__}).")
+        cls.name = name
+        NEURONS[name] = keras.saving.register_keras_serializable(package=package)(cls)
+        return cls
+
+    return register
+
+
+def get(identifier, leak=None, threshold=None, resting_potential=None):
+    """The neuron `identifier` names: a registered name ("if", "lif", ...) built with the
+    short forms given (None: the neuron's default), a `Neuron` instance, or its
+    `keras.saving.serialize_keras_object` config. Short forms with an instance or a config
+    are an error: they would be ignored."""
+    short = {k: v for k, v in (("leak", leak), ("threshold", threshold), ("resting_potential", resting_potential))
+             if v is not None}
+    if isinstance(identifier, str):
+        cls = validation.choose("neuron", identifier, NEURONS)
+        return cls(**short)
+    if isinstance(identifier, dict):
+        identifier = keras.saving.deserialize_keras_object(identifier)
+    if not isinstance(identifier, Neuron):
+        raise TypeError(f"Argument `neuron` must be a neuron name ({', '.join(map(repr, NEURONS))}), a "
+                        f"keras_fsnn.neurons.Neuron or its config; received neuron={identifier!r}.")
+    if short:
+        argument, value = next(iter(short.items()))
+        raise ValueError(f"Argument `{argument}`={value!r} builds a named neuron; the neuron {identifier!r} is given "
+                         "as an object: set it there.")
+    return identifier
+
+
+def get_neuron(name, leak=None, threshold=2.0, resting_potential=0.0):
+    """A named neuron with its arguments checked (the earlier entry point; see `get`)."""
+    return get(name, leak=leak, threshold=threshold, resting_potential=resting_potential)
+
+
+class TernaryNeuron(Neuron):
     """The ternary spiking neuron of paper 002 §4.1, eq. 6, with leak lambda (1 for IF):
 
         u[t+1/2] = lambda * u[t] + I[t]
@@ -119,15 +222,8 @@ class TernaryNeuron(NeuronModel):
     """
 
     def __init__(self, threshold=0.5, resting_potential=-0.5, leak=1.0, realisation="direct"):
-        self.threshold = validation.number("threshold", threshold, low=0.0, low_open=True)
-        self.resting_potential = validation.number("resting_potential", resting_potential)
-        if not self.threshold > self.resting_potential:
-            raise ValueError(
-                "Argument `threshold` must be greater than `resting_potential` (the reset subtracts "
-                f"threshold - resting_potential > 0); received threshold={threshold!r}, "
-                f"resting_potential={resting_potential!r}.")
-        super().__init__(validation.number("leak", leak, low=0.0, high=1.0, low_open=True), self.threshold,
-                         self.resting_potential)
+        validation.number("threshold", threshold, low=0.0, low_open=True)
+        super().__init__(leak, threshold, resting_potential)
         self.realisation = validation.choose("realisation", realisation, TERNARY_REALISATIONS)
 
     def initial_state(self, zeros):
@@ -136,6 +232,9 @@ class TernaryNeuron(NeuronModel):
         return zeros if self.realisation == "direct" else ops.stack([zeros, zeros])
 
     name = "ternary"
+
+    def get_config(self):
+        return {**super().get_config(), "realisation": self.realisation}
 
     def rate_map(self, current):
         """clamp(z / (V_th - u_rest), -1, 1): the average spike value for average current z."""
@@ -163,24 +262,3 @@ class TernaryNeuron(NeuronModel):
 
 
 TERNARY_REALISATIONS = {"direct": "direct", "coupled": "coupled"}
-
-
-def get_neuron(name, leak=None, threshold=2.0, resting_potential=0.0):
-    """Build a neuron model by name ("if" | "lif"), validating every argument."""
-    cls = validation.choose("neuron", name, NEURONS)
-    leak = cls.default_leak if leak is None else leak
-    validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
-    if cls is IF and leak != 1.0:
-        raise ValueError(
-            f"Argument `leak` must be 1.0 (or None) for neuron='if'; received leak={leak!r}. "
-            "Use neuron='lif' for a leaky neuron."
-        )
-    validation.number("threshold", threshold)
-    validation.number("resting_potential", resting_potential)
-    if not threshold > resting_potential:
-        raise ValueError(
-            "Argument `threshold` must be greater than `resting_potential` (the reset "
-            f"subtracts threshold - resting_potential > 0); received threshold={threshold!r}, "
-            f"resting_potential={resting_potential!r}."
-        )
-    return cls(leak, threshold, resting_potential)

@@ -322,5 +322,24 @@ SOLVERS = {"broyden": broyden, "fixed_point": fixed_point, "gmres": gmres}
 
 
 def get_solver(name):
-    """Look a solver up by name ("broyden" | "fixed_point" | "gmres")."""
+    """Look a solver up by name ("broyden" | "fixed_point" | "gmres" | a registered one)."""
     return validation.choose("solver", name, SOLVERS)
+
+
+def register_solver(name, solver):
+    """Make `solver(apply_jt, rhs, steps, tol[, memory]) -> SolveResult` known as
+    `solver=name` to IDE (`gradients.IDE(solver=name)` and the layers' short form)."""
+    name = str(name).lower()
+    if not callable(solver):
+        raise TypeError(f"register_solver({name!r}, ...) needs a function; received {solver!r}.")
+    if name in SOLVERS and SOLVERS[name] is not solver:
+        raise ValueError(f"A solver named {name!r} is registered already.")
+    SOLVERS[name] = solver
+    return solver
+
+
+def takes_memory(name):
+    """Whether the solver `name` has a `memory` option."""
+    import inspect
+
+    return "memory" in inspect.signature(get_solver(name)).parameters

@@ -90,7 +90,8 @@ def test_the_gpu_job_runs_end_to_end_on_the_cpu(tmp_path):
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(NO_TENSORFLOW)
     here = dict(os.environ, FSNN_GPU_PARTS=str(parts), FSNN_GPU_HOME=str(home))
-    env = dict(here, PYTHON=sys.executable, PYTHONPATH=str(guard))  # the machine's calls
+    # the machine's calls: this Python, which has Keras already (no wheels to install)
+    env = dict(here, PYTHON=sys.executable, PYTHONPATH=str(guard), FSNN_GPU_WHEELS=str(tmp_path / "no-wheels"))
     subprocess.run([sys.executable, os.path.join(ROOT, "examples", "gpu", "train_cifar.py"), "prepare",
                     "--data-dir", str(data), "--no-wheels"], env=here, check=True, capture_output=True)
     assert sorted(os.listdir(parts)) == ["cifar10-1", "cifar10-2"]

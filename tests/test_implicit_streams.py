@@ -12,7 +12,7 @@ from conftest import cosine, value_and_grads
 from keras import ops
 
 from keras_fsnn import ImplicitStreams
-from keras_fsnn.gradients import get_gradient
+from keras_fsnn import gradients
 from keras_fsnn.layers.stages import stage_parameters
 
 
@@ -58,7 +58,7 @@ def test_joint_implicit_gradient_equals_unrolled_autodiff(solver):
     masks = layer._dropout_masks(4, True)
     layer._dropout_masks = lambda batch, training: masks if training else []
 
-    params = [stage_parameters(s) for s in layer._all]
+    params = [stage_parameters(s) for s in layer._stages]
     a = ops.zeros((4, sum(layer._sizes)))
     for _ in range(300):
         a = layer.fixed_point_map(a, x, params, masks, training=True)[0]
@@ -67,15 +67,15 @@ def test_joint_implicit_gradient_equals_unrolled_autodiff(solver):
     fixed = ops.convert_to_numpy(a)
     assert 0.05 < np.mean((fixed > 0) & (fixed < 1))
     parts = [ops.reshape(ops.convert_to_tensor(p), (-1,) + tuple(s[-1][1:]))
-             for p, s in zip(np.split(fixed, np.cumsum(layer._sizes)[:-1], axis=1), layer._layer_shapes)]
-    layer._simulate = lambda *args, **kwargs: ([[p, p] for p in parts], None)  # evaluated at the exact a*
+             for p, s in zip(np.split(fixed, np.cumsum(layer._sizes)[:-1], axis=1), layer._stream_shapes)]
+    layer._simulate = lambda *args, **kwargs: ([q for p in parts for q in (p, p)], None)  # evaluated at the exact a*
 
     variables = list(layer.trainable_variables)
     _, implicit = value_and_grads(lambda: ops.sum(layer(x, training=True) * c), variables)
 
     def unrolled(iterations):
         def loss():
-            params_ = [stage_parameters(s) for s in layer._all]
+            params_ = [stage_parameters(s) for s in layer._stages]
             a_ = ops.convert_to_tensor(fixed)
             for _ in range(iterations):
                 a_ = layer.fixed_point_map(a_, x, params_, masks, training=True)[0]
@@ -87,7 +87,7 @@ def test_joint_implicit_gradient_equals_unrolled_autodiff(solver):
     assert cosine(implicit, reference) >= 0.999
     assert cosine(one_pass, reference) < 0.995  # the cross-stream Jacobian matters
 
-    layer.backward = get_gradient("one_step")
+    layer.backward = gradients.get("one_step")
     _, one_step = value_and_grads(lambda: ops.sum(layer(x, training=True) * c), variables)
     assert cosine(one_step, one_pass) >= 0.9999
 
@@ -146,8 +146,8 @@ def test_bad_arguments_fail_at_construction_or_build():
         ImplicitStreams(**{**base, "upsample": []})
     with pytest.raises(ValueError, match="fusion_layer"):
         ImplicitStreams(**base, fusion_layer=2)
-    with pytest.raises(ValueError, match="'ide' or 'one_step'"):
-        ImplicitStreams(**base, gradient="bptt")
+    with pytest.raises(ValueError, match="gradient='spide' needs a chain of stages with a feedback"):
+        ImplicitStreams(**base, gradient="spide")
     with pytest.raises(ValueError, match="rates"):
         ImplicitStreams(**base, rates="last")
     layer = ImplicitStreams(**{**base, "transforms": [keras.layers.Conv2D(5, 3, padding="same") for _ in range(2)]})

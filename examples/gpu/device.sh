@@ -5,10 +5,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 home=${FSNN_GPU_HOME:-/tmp/keras-fsnn-gpu}
+wheels=${FSNN_GPU_WHEELS:-.whl}
 mkdir -p "$home"
-if compgen -G ".whl/*.whl" >/dev/null; then
+if compgen -G "$wheels/*.whl" >/dev/null; then
   "${PYTHON:-python3}" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target "$home/site" .whl/*.whl
+    --target "$home/site" "$wheels"/*.whl
   export PYTHONPATH="$home/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3

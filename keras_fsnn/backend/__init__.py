@@ -24,7 +24,8 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
-  given the variables to assign.
+  given the variables to assign (and to add to the epoch's sums); `flush_reports()`
+  waits for JAX's pending host callbacks before the sums are read.
 """
 
 import keras
@@ -32,9 +33,9 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_fsnn.backend.tensorflow_backend import compiled_call, on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.tensorflow_backend import compiled_call, flush_reports, on_active_rows, read, report, time_loop, vjp
 elif _BACKEND == "jax":
-    from keras_fsnn.backend.jax_backend import compiled_call, on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.jax_backend import compiled_call, flush_reports, on_active_rows, read, report, time_loop, vjp
 else:
     raise ImportError(
         f"keras_fsnn supports the 'tensorflow' and 'jax' Keras backends; the active "
@@ -43,4 +44,4 @@ else:
 
 name = _BACKEND
 
-__all__ = ["compiled_call", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]
+__all__ = ["compiled_call", "flush_reports", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]

@@ -23,6 +23,11 @@ def report(sink, *values):
     jax.debug.callback(store, *values)
 
 
+def flush_reports():
+    """Wait for the host callbacks of the computations dispatched so far."""
+    jax.effects_barrier()
+
+
 def time_loop(steps, body, state):
     return jax.lax.fori_loop(0, steps, body, state)  # static bounds: lowered to a scan
 

@@ -28,14 +28,29 @@ def vjp(fn, primal):
 
 
 def report(sink, *values):
-    """Store `values` in the variables of `sink` (a `BackwardReport`)."""
+    """Store `values` in the variables of `sink` (a `BackwardReport`) and add them to its sums."""
     for variable, value in zip(sink.variables, values):
         variable.assign(tf.cast(value, variable.dtype))
+    sink.sums.assign_add(tf.stack([tf.cast(v, tf.float32) for v in sink.sum_update(values)]))
+
+
+def flush_reports():
+    """Reports are variable writes: nothing is pending."""
 
 
 def time_loop(steps, body, state):
+    # The batch dimension of the loop's state is left unknown to the graph optimizer. Known,
+    # grappler's memory optimizer may rewrite a gradient's AddN of 3+ tensors inside the
+    # loop (BPTT; SPIDE's backward) into a TemporaryVariable when memory looks tight, and
+    # the second training step then fails with AlreadyExistsError ".../AddN/tmp_var"
+    # (TensorFlow graph mode); with a dimension unknown that rewrite is skipped.
+    def relaxed(value):
+        shape = tf.convert_to_tensor(value).shape
+        return tf.TensorShape([None] + shape.as_list()[1:]) if shape.rank else shape
+
+    invariants = (tf.TensorShape([]), tf.nest.map_structure(relaxed, state))
     return tf.while_loop(lambda t, _: t < steps, lambda t, value: (t + 1, body(t, value)),
-                         (tf.constant(0), state), maximum_iterations=steps)[1]
+                         (tf.constant(0), state), maximum_iterations=steps, shape_invariants=invariants)[1]
 
 
 def on_active_rows(fn, rows, *aligned):

@@ -15,34 +15,26 @@ gradient comes from the fixed-point equation the rates converge to (Theorem 3):
     f_1(a, x) = sigma((W^1 a + F^1 x + b^1) / (V_th - u_rest)),
     f_l(a)    = sigma((F^l a + b^l) / (V_th - u_rest)),      sigma = clamp to [0, 1],
 
-where x_bar is the (weighted) average input; see `keras_fsnn.gradients` for the backward.
+where x_bar is the (weighted) average input; the skeleton (`layers/equilibrium.py`) runs
+both from the one wiring below, and the backward mode (`keras_fsnn.gradients`) decides the
+gradient.
 """
 
 import keras
 from keras import ops
 
-from keras_fsnn import backend, gradients, neurons, validation
-from keras_fsnn.diagnostics import FIELDS, BackwardReport
+from keras_fsnn import backend, validation
+from keras_fsnn.layers.equilibrium import EquilibriumLayer
 from keras_fsnn.layers.frobenius_norm import FrobeniusNormRestriction
 from keras_fsnn.layers.spectral_norm import SpectralNormRestriction
-from keras_fsnn.layers.stages import (
-    SIMULATION_DTYPES,
-    average_input,
-    build_stage,
-    call_takes_training,
-    check_stage,
-    diagnostic_variable,
-    sample_norm,
-    stage_current,
-    stage_parameters,
-)
+from keras_fsnn.layers.stages import build_stage, stage_current
 
-INPUT_TYPES = {"static": "static", "sequence": "sequence"}
 BN_STATISTICS = {"paper": "paper", "released_code": "released_code"}
+FEEDBACK_NORMS = {"spectral": SpectralNormRestriction, "frobenius": FrobeniusNormRestriction, "none": None}
 
 
 @keras.saving.register_keras_serializable(package="keras_fsnn")
-class FeedbackSpikingBlock(keras.layers.Layer):
+class FeedbackSpikingBlock(EquilibriumLayer):
     """A multi-layer feedback spiking block whose output is its equilibrium firing rate.
 
     Example (a single-layer block of 16 IF neurons with feedback):
@@ -63,46 +55,45 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             or None for a feed-forward spiking network (then J_f = 0 and the implicit
             gradient is the one-pass gradient of f; needs spectral_norm=False).
         time_steps: T >= 1, simulation steps per call.
-        neuron: "if" or "lif".
-        leak: lambda in (0, 1]; None gives 1 for IF and 0.95 for LIF.
-        threshold: V_th, the firing threshold (paper: 2).
-        resting_potential: u_rest < V_th; a spike subtracts V_th - u_rest (IDE: 0).
+        neuron: "if", "lif" (with the short forms `leak`: lambda in (0, 1], None gives 1 for
+            IF and 0.95 for LIF; `threshold`: V_th, default 2; `resting_potential`: u_rest <
+            V_th, a spike subtracts V_th - u_rest, default 0), a registered name, a
+            `keras_fsnn.neurons.Neuron` or its config.
         dropout: rate in [0, 1) of variational dropout: one Bernoulli mask per sample and
             neuron, drawn once per call, applied to the output of every forward stage and of
             the feedback at all T steps and reused in the backward (paper 000 F.3.2). A
             list gives one rate per stage (forward stages, then the feedback), e.g. SPIDE's
             LeNet drops only its dense layer.
-        solver: "broyden" (the paper's), "gmres" or "fixed_point", for the adjoint equation
-            (`keras_fsnn.solvers`).
-        solver_steps: the most solver iterations (paper: 30).
-        solver_tol: relative residual at which the solver stops early.
-        spectral_norm: restrict the feedback kernel to W = clip(alpha, -c, c) W / ||W||_2
-            (paper 000 F.1). Needs a feedback layer with a `kernel`.
-        frobenius_norm: restrict the feedback kernel to W = min(c, F) W / F instead, with F
-            the Hutchinson estimate of ||W||_F from 64 Gaussian probes (SPIDE, paper 002
-            D.2; `keras_fsnn.layers.FrobeniusNormRestriction`). Excludes spectral_norm.
-        norm_bound: c, the bound of the restriction (paper 000: 1; paper 002: 2).
-        gradient: the backward mode: "ide" (implicit differentiation), "bptt"
-            (backpropagation through the unrolled simulation with a surrogate spike
-            derivative: the baseline, memory grows with T), "one_step" (the
+        gradient: the backward mode (`keras_fsnn.gradients`): "ide" (implicit
+            differentiation; short forms `solver`: "broyden" (the paper's), "gmres" or
+            "fixed_point", `solver_steps` (30), `solver_tol` (1e-5), `solver_memory`),
+            "bptt" (backpropagation through the unrolled simulation with a surrogate spike
+            derivative, the baseline whose memory grows with T; `surrogate`:
+            "rectangular", "triangle" or "sigmoid", `surrogate_width`), "one_step" (the
             Jacobian-free gradient through f once) or "spide" (the adjoint solved by a
-            second, spiking stage of ternary neurons, paper 002); see keras_fsnn.gradients.
-        backward_time_steps, backward_threshold, backward_resting_potential, backward_scale:
-            for gradient="spide": T_B (default 100), V_th^b (0.5), u_rest^b (-0.5) and the
-            gain s on dL/da (1; the paper's loss scale, 100 for MNIST). SPIDE blocks have no
-            batch norm (paper 002 §4.4); the paper's forward neurons use u_rest = -V_th.
-        surrogate: for gradient="bptt": "rectangular" (STBP, default), "triangle" or
-            "sigmoid" (see keras_fsnn.surrogates); surrogate_width: its width a.
+            second, spiking stage of ternary neurons, paper 002; `backward_time_steps` T_B
+            (100), `backward_threshold` V_th^b (0.5), `backward_resting_potential` u_rest^b
+            (-0.5), `backward_scale` s, the gain on dL/da (1; the paper's loss scale)); or a
+            `BackwardMode` object such as `gradients.IDE(solver="gmres")`. A short form the
+            chosen mode does not use is an error. SPIDE blocks have no batch norm (paper
+            002 §4.4); the paper's forward neurons use u_rest = -V_th.
+        feedback_norm: the restriction of the feedback kernel: "spectral" (W =
+            clip(alpha, -c, c) W / ||W||_2, paper 000 F.1; the default), "frobenius" (W =
+            min(c, F) W / F, F the Hutchinson estimate of ||W||_F from 64 Gaussian probes:
+            SPIDE, paper 002 D.2), "none", or a `SpectralNormRestriction` /
+            `FrobeniusNormRestriction`. The short forms `spectral_norm` / `frobenius_norm`
+            (booleans) and `norm_bound` (c; 1 by default, paper 002: 2) say the same.
         input_type: "static" (an image: the same input current at every step) or
             "sequence" (`(batch, T, ...)`: frame t drives step t; its average, weighted by
             lambda^(T-1-t) for LIF, is x_bar).
-        seed: seed of the dropout masks.
+        bn_statistics: "paper" or "released_code" (below).
         simulation_dtype: "float32" (default) or "bfloat16": the precision of the
             per-step currents of the spike simulations (the T-step forward simulation and
             SPIDE's spiking backward stage). Spikes are exact in bfloat16, and on hardware
             with bfloat16 matrix units (recent x86 CPUs, GPUs) the simulation runs several
             times faster; potentials, rates, the fixed-point map and the adjoint solve stay
             float32. Not for gradient="bptt", which differentiates the simulation itself.
+        seed: seed of the dropout masks.
 
     Batch norm (paper 000 F.2): inside the spiking simulation every stage runs in inference
     mode (stored statistics); the differentiable evaluation of f runs in the call's mode,
@@ -125,91 +116,27 @@ class FeedbackSpikingBlock(keras.layers.Layer):
     every step (paper Fig. 1). `keras_fsnn.callbacks.EquilibriumMonitor` logs them.
     """
 
-    def __init__(
-        self,
-        forward,
-        feedback,
-        time_steps=30,
-        neuron="if",
-        leak=None,
-        threshold=2.0,
-        resting_potential=0.0,
-        dropout=0.0,
-        solver="broyden",
-        solver_steps=30,
-        solver_tol=1e-5,
-        spectral_norm=True,
-        norm_bound=1.0,
-        gradient="ide",
-        surrogate=None,
-        surrogate_width=1.0,
-        input_type="static",
-        bn_statistics="paper",
-        seed=None,
-        frobenius_norm=False,
-        backward_time_steps=None,
-        backward_threshold=None,
-        backward_resting_potential=None,
-        backward_scale=None,
-        simulation_dtype="float32",
-        **kwargs,
-    ):
-        # Spike counts and membrane potentials need float32 (bfloat16 counts exactly only
-        # up to 256), and the fixed-point map and the adjoint solve run in float32: the
-        # block keeps a float32 policy under a global mixed-precision policy.
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
+    def __init__(self, forward, feedback, time_steps=30, neuron="if", dropout=0.0, gradient="ide",
+                 feedback_norm=None, input_type="static", bn_statistics="paper", simulation_dtype="float32",
+                 seed=None, spectral_norm=None, frobenius_norm=None, norm_bound=None, **kwargs):
+        super().__init__(time_steps=time_steps, neuron=neuron, dropout=dropout, gradient=gradient,
+                         input_type=input_type, simulation_dtype=simulation_dtype, seed=seed, **kwargs)
         if isinstance(forward, keras.layers.Layer):
             forward = [forward]
         if not isinstance(forward, (list, tuple)) or not forward:
             raise TypeError(
                 "Argument `forward` must be a Keras layer or a non-empty list of Keras layers; "
-                f"received forward={forward!r}."
-            )
-        for i, stage in enumerate(forward):
-            check_stage(f"forward[{i}]", stage)
-        if feedback is not None:
-            check_stage("feedback", feedback)
-        for argument, value in (("spectral_norm", spectral_norm), ("frobenius_norm", frobenius_norm)):
-            if feedback is None and value is True:
-                raise ValueError(
-                    f"Argument `{argument}` restricts the feedback weight, but feedback=None; "
-                    f"pass {argument}=False for a feed-forward block.")
-        if validation.boolean("spectral_norm", spectral_norm) and validation.boolean("frobenius_norm", frobenius_norm):
-            raise ValueError(
-                "Arguments `spectral_norm` and `frobenius_norm` are two restrictions of the same feedback "
-                "weight; received both True. Pass one of them (IDE: spectral, SPIDE: frobenius).")
-
+                f"received forward={forward!r}.")
         self.forward = list(forward)
         self.feedback = feedback
-        self.time_steps = validation.integer("time_steps", time_steps, minimum=1)
-        self.neuron = neurons.get_neuron(neuron, leak, threshold, resting_potential)
-        self._stages = self.forward + ([self.feedback] if feedback is not None else [])
-        self.dropout = _dropout_rates(dropout, len(self._stages))
-        self.spectral_norm = spectral_norm
-        self.frobenius_norm = frobenius_norm
-        self.norm_bound = validation.number("norm_bound", norm_bound, low=0.0, low_open=True)
-        spide_options = {"backward_time_steps": backward_time_steps, "backward_threshold": backward_threshold,
-                         "backward_resting_potential": backward_resting_potential, "backward_scale": backward_scale}
-        self.backward = gradients.get_gradient(
-            gradient, solver=solver, solver_steps=solver_steps, solver_tol=solver_tol,
-            surrogate=surrogate, surrogate_width=surrogate_width, spide_options=spide_options,
-            leak=self.neuron.leak)
-        if self.backward.name == "spide":
-            for i, stage in enumerate(self._stages):
-                if any(isinstance(layer, keras.layers.BatchNormalization)
-                       for layer in stage._flatten_layers(include_self=True, recursive=True)):
-                    raise ValueError(
-                        f"Stage {i} ({stage.name}) contains BatchNormalization, but gradient='spide' has no batch "
-                        "norm (paper 002 §4.4: batch statistics are not available to neuromorphic hardware, and the "
-                        "spiking backward stage cannot train them). Remove it or use gradient='ide'.")
-        self.input_type = validation.choose("input_type", input_type, INPUT_TYPES)
-        self.simulation_dtype = validation.choose("simulation_dtype", simulation_dtype, SIMULATION_DTYPES)
-        if self.simulation_dtype != "float32" and self.backward.through_time:
-            raise ValueError(
-                f"simulation_dtype={simulation_dtype!r} runs the spike simulation in low precision, but "
-                "gradient='bptt' differentiates through that simulation; use simulation_dtype='float32' with "
-                "gradient='bptt'.")
+        self.norm_restriction = _feedback_restriction(feedback, feedback_norm, spectral_norm, frobenius_norm,
+                                                      norm_bound)
+        self.spectral_norm = isinstance(self.norm_restriction, SpectralNormRestriction)
+        self.frobenius_norm = isinstance(self.norm_restriction, FrobeniusNormRestriction)
+        self.norm_bound = self.norm_restriction.bound if self.norm_restriction is not None else (
+            1.0 if norm_bound is None else validation.number("norm_bound", norm_bound, low=0.0, low_open=True))
+        labels = [f"forward[{i}]" for i in range(len(self.forward))] + (["feedback"] if feedback is not None else [])
+        self._set_stages(self.forward + ([feedback] if feedback is not None else []), labels)
         self.bn_statistics = validation.choose("bn_statistics", bn_statistics, BN_STATISTICS)
         if self.bn_statistics == "released_code" and self.input_type == "sequence":
             raise ValueError(
@@ -223,75 +150,27 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                 "solve's loop normalises with batch statistics, and tf.distribute cannot all-reduce inside that "
                 "loop. Use bn_statistics='released_code' (the adjoint uses stored statistics; exact under "
                 "MirroredStrategy) or unsynchronized batch norm (per-replica statistics).")
-        self.seed = seed
-        self._config = {
-            "time_steps": self.time_steps,
-            "neuron": self.neuron.name,
-            "leak": self.neuron.leak,
-            "threshold": self.neuron.threshold,
-            "resting_potential": self.neuron.resting_potential,
-            "dropout": list(self.dropout) if isinstance(self.dropout, tuple) else self.dropout,
-            "solver": solver,
-            "solver_steps": solver_steps,
-            "solver_tol": solver_tol,
-            "spectral_norm": self.spectral_norm,
-            "frobenius_norm": self.frobenius_norm,
-            "norm_bound": self.norm_bound,
-            "gradient": gradient,
-            **spide_options,
-            "surrogate": surrogate,
-            "surrogate_width": surrogate_width,
-            "input_type": self.input_type,
-            "bn_statistics": self.bn_statistics,
-            "seed": seed,
-            "simulation_dtype": self.simulation_dtype,
-        }
-        self._takes_training = [call_takes_training(layer) for layer in self._stages]
-        self.norm_restriction = None
-        if self.spectral_norm:
-            self.norm_restriction = SpectralNormRestriction(self.norm_bound)
-        elif self.frobenius_norm:
-            self.norm_restriction = FrobeniusNormRestriction(self.norm_bound)
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        n = len(self.forward)
+        self._feedback_index = n if feedback is not None else None
+        self._last = [n - 1]
 
-    # ------------------------------------------------------------------ build
+    # ------------------------------------------------------------------ the topology
 
-    def build(self, input_shape):
-        input_shape = tuple(input_shape)
-        if self.input_type == "sequence":
-            if len(input_shape) < 3:
-                raise ValueError(
-                    "With input_type='sequence' the input must be (batch, time, features...); "
-                    f"received input shape {input_shape}."
-                )
-            if input_shape[1] is not None and input_shape[1] != self.time_steps:
-                raise ValueError(
-                    f"The input sequence has {input_shape[1]} frames but time_steps="
-                    f"{self.time_steps}; they must be equal (crop or pad the frames)."
-                )
-            frame_shape = (input_shape[0],) + input_shape[2:]
-        else:
-            frame_shape = input_shape
-
+    def _build_stages(self, frame_shape):
         shapes = []
         shape = frame_shape
         for i, stage in enumerate(self.forward):
             shape = build_stage(stage, shape, f"forward[{i}]")
             shapes.append(shape)
-        if self.feedback is None:
-            self._stage_shapes = shapes
-            feedback_shape = shapes[0]
-        else:
-            feedback_shape = build_stage(self.feedback, shapes[-1], "feedback")
+        feedback_shape = shapes[0] if self.feedback is None else build_stage(self.feedback, shapes[-1], "feedback")
         if tuple(feedback_shape[1:]) != tuple(shapes[0][1:]):
             raise ValueError(
                 f"Argument `feedback` maps the last layer's output {tuple(shapes[-1][1:])} to "
                 f"{tuple(feedback_shape[1:])}, which cannot be added to the first layer's input "
                 f"current of shape {tuple(shapes[0][1:])}; the feedback output must have the "
-                "first layer's shape (per sample)."
-            )
+                "first layer's shape (per sample).")
         self._stage_shapes = shapes + ([feedback_shape] if self.feedback is not None else [])
-
+        self._layer_shapes = [tuple(shape[1:]) for shape in shapes]
         if self.norm_restriction is not None:
             kernel = getattr(self.feedback, "kernel", None)
             if kernel is None:
@@ -299,145 +178,58 @@ class FeedbackSpikingBlock(keras.layers.Layer):
                 raise ValueError(
                     f"{argument}=True restricts the feedback layer's `kernel`, but "
                     f"{type(self.feedback).__name__} has none; use a Dense, Conv2D or "
-                    f"Conv2DTranspose feedback, or {argument}=False."
-                )
+                    f"Conv2DTranspose feedback, or {argument}=False.")
             self._kernel_index = [id(v) for v in self.feedback.trainable_variables].index(id(kernel))
             self.norm_restriction.build(kernel.shape)
             self.norm_restriction.initialize_from(ops.convert_to_numpy(kernel))
 
-        n = len(self.forward)
-        self._rates = diagnostic_variable(self, "firing_rates", (n,))
-        self._forward_residual = diagnostic_variable(self, "forward_residual")
-        # The spike-based backward also reports its firing rate; other modes keep the three
-        # variables their saved weights files hold.
-        fields = FIELDS if self.backward.name == "spide" else FIELDS[:3]
-        self._backward_report = BackwardReport(*[diagnostic_variable(self, name) for name in fields])
+    def _network(self, first, last, activate, run):
+        """Layer 1 gets F^1 x + W^1 (last layer's activity one step ago); layer l the
+        current of F^l on layer l-1's activity of the same step."""
+        current = first[0]
+        if self._feedback_index is not None:
+            current = current + run(self._feedback_index, last[0])
+        activity = [activate(0, current)]
+        for l in range(1, len(self.forward)):
+            activity.append(activate(l, run(l, activity[l - 1])))
+        return activity
 
     def compute_output_shape(self, input_shape):
         if not self.built:
             self.build(input_shape)
         return (input_shape[0],) + tuple(self._stage_shapes[len(self.forward) - 1][1:])
 
-    # ------------------------------------------------------------------ pieces
-
-    def _parameters(self, training):
-        """(trainable, non-trainable) values of every stage, feedback last, as float32
-        tensors that autodiff tracks; the feedback kernel is replaced by its restricted value."""
-        params = [stage_parameters(stage) for stage in self._stages]
+    def _restrict(self, params, training):
         if self.norm_restriction is not None:
             trainable = params[-1][0]
             trainable[self._kernel_index] = self.norm_restriction(
                 trainable[self._kernel_index], training=training, seed=self.seed_generator)
         return params
 
-    def _dropout_masks(self, batch, training):
-        """One variational mask per stage output and for the feedback ([] without dropout)."""
-        rates = self.dropout if isinstance(self.dropout, tuple) else (self.dropout,) * len(self._stages)
-        if not training or not any(rates):
-            return []
-        masks = []
-        for rate, shape in zip(rates, self._stage_shapes):
-            if rate == 0.0:
-                masks.append(ops.ones((batch,) + tuple(shape[1:]), "float32"))
-                continue
-            keep = 1.0 - rate
-            noise = keras.random.uniform((batch,) + tuple(shape[1:]), seed=self.seed_generator)
-            masks.append(ops.cast(ops.less(noise, keep), "float32") / keep)
-        return masks
+    def _adjoint_training(self, training):
+        return training and self.bn_statistics == "paper"
 
-    def _current(self, index, params, inputs, masks, training=False, compute_dtype="float32"):
-        """Output current of stage `index` (the feedback is index N), in float32."""
-        return stage_current(self._stages[index], self._takes_training[index], params[index], inputs,
-                             masks[index] if masks else None, training, compute_dtype)
-
-    def _average_input(self, x):
-        return average_input(x, self.input_type, self.neuron, self.time_steps)
-
-    def _feedback_current(self, params, spikes, masks, compute_dtype="float32"):
-        """W^1 applied to the last layer's spikes (0 without a feedback)."""
-        if self.feedback is None:
-            return 0.0
-        return self._current(len(self.forward), params, spikes, masks, compute_dtype=compute_dtype)[0]
-
-    def fixed_point_map(self, a_last, x_bar, params, masks, training=False):
-        """f(a^N) = f_N o ... o f_2(f_1(a^N, x_bar)) and the stages' state updates."""
-        feedback = self._feedback_current(params, a_last, masks)
-        current, updates0 = self._current(0, params, x_bar, masks, training)
-        rates = self.neuron.rate_map(current + feedback)
-        updates = [updates0]
-        for index in range(1, len(self.forward)):
-            current, stage_updates = self._current(index, params, rates, masks, training)
-            rates = self.neuron.rate_map(current)
-            updates.append(stage_updates)
-        return rates, updates
-
-    def _simulate(self, x, params, masks, record_residuals=False, spike=None, count_spikes=False,
-                  first_stage_training=False):
-        """T steps of eq. 10 / 33 with stored batch-norm statistics.
-
-        Returns the per-layer (weighted) average rates a^l[T] and, if asked, the residual
-        ||f(a^N[t]) - a^N[t]|| (mean over the batch) at every step t = 1..T, or (with
-        `count_spikes`) the plain spike counts of every layer instead.
-        """
-        n = len(self.forward)
-        neuron = self.neuron
-        batch = ops.shape(x)[0]
-        dtype = "float32" if spike is not None else self.simulation_dtype
-        zeros = [ops.zeros((batch,) + tuple(shape[1:]), "float32") for shape in self._stage_shapes[:n]]
-        static_current = None
-        if self.input_type == "static":
-            static_current, _ = self._current(0, params, x, masks, first_stage_training)
-            x_bar = x
-        else:
-            x_bar = self._average_input(x)
-
-        def body(t, state):
-            potentials, counts, last_spikes, residuals, plain_counts = state
-            if static_current is not None:
-                current = static_current
-            else:
-                current, _ = self._current(0, params, ops.take(x, t, axis=1), masks, compute_dtype=dtype)
-            feedback = self._feedback_current(params, last_spikes, masks, dtype)
-            new_potentials, new_counts = [], []
-            spikes = None
-            for index in range(n):
-                if index > 0:
-                    current, _ = self._current(index, params, spikes, masks, compute_dtype=dtype)
-                potential, spikes = neuron.step(potentials[index], current + feedback if index == 0 else current, spike)
-                new_potentials.append(potential)
-                new_counts.append(neuron.accumulate(counts[index], spikes))
-                if count_spikes:
-                    plain_counts[index] = plain_counts[index] + spikes
-            if record_residuals:
-                rate = new_counts[-1] / neuron.normaliser(t + 1)
-                mapped, _ = self.fixed_point_map(rate, x_bar, params, masks)
-                residual = ops.mean(sample_norm(mapped - rate))
-                residuals = residuals + residual * ops.one_hot(t, self.time_steps)
-            return new_potentials, new_counts, spikes, residuals, list(plain_counts)
-
-        plain = list(zeros) if count_spikes else []
-        state = (list(zeros), list(zeros), zeros[-1], ops.zeros((self.time_steps,), "float32"), plain)
-        potentials, counts, _, residuals, plain = backend.time_loop(self.time_steps, body, state)
-        scale = neuron.normaliser(self.time_steps)
-        extra = plain if count_spikes else (residuals if record_residuals else None)
-        return [count / scale for count in counts], extra
+    def _simulation_training(self, training):
+        return training and self.bn_statistics == "released_code"
 
     # ------------------------------------------------------------------ SPIDE
 
-    def _attach_spiking_backward(self, x_bar, rates, params, frozen, masks):
+    def spiking_currents(self, problem):
         """SPIDE (paper 002 §4.2): the stage currents on the saved rates, whose gradients the
-        spiking backward stage supplies (see gradients.SpikeBasedImplicitDifferentiation).
-        Currents are taken without the dropout mask: Algorithm 2's weight gradients omit it."""
-        inputs = [x_bar] + rates[:-1] + ([rates[-1]] if self.feedback is not None else [])
-        currents = [self._current(i, params, inputs[i], [])[0] for i in range(len(self._stages))]
-        operands = (rates, frozen, masks)
-        return self.backward.attach(currents, rates[-1], operands, self._spiking_backward_graph,
-                                    report=self._backward_report)
+        spiking backward stage supplies (see gradients.SPIDE). Taken without the dropout
+        mask: Algorithm 2's weight gradients omit it."""
+        rates = problem.rates
+        inputs = [problem.x_bar] + rates[:-1] + ([rates[-1]] if self.feedback is not None else [])
+        return [stage_current(stage, takes, params, value)[0]
+                for stage, takes, params, value in zip(self._stages, self._takes_training, problem.params, inputs)]
 
-    def _spiking_backward_graph(self, operands):
-        """(transposes, masks m^l = [0 < a^l < 1], rho) for the spiking backward stage; each
-        transposed connection is the vector-Jacobian product of a (linear) stage."""
-        rates, params, masks = operands
+    def spiking_backward_graph(self, operands):
+        """(transposes, masks, rho) for the spiking backward stage (gradients.SPIDE.propagate):
+        each transposed connection is the vector-Jacobian product of a (linear) stage, the
+        masks and rho the slope of the neuron's rate map at the rates (m^l = [0 < a^l < 1],
+        rho = 1 / (V_th - u_rest) for (L)IF neurons); `operands` = (x_bar, params, masks,
+        rates)."""
+        _, params, masks, rates = operands
         n = len(self.forward)
         dtype = self.simulation_dtype
 
@@ -445,16 +237,21 @@ class FeedbackSpikingBlock(keras.layers.Layer):
             # v -> F^T (D . v), computed only on the samples with a spike at this step
             # (backend.on_active_rows): at a backward step most samples are silent.
             mask = masks[index] if masks else None
+            stage, takes = self._stages[index], self._takes_training[index]
 
             def pullback(rows, at_rows):
-                return backend.vjp(lambda a: self._current(index, params, a, [], compute_dtype=dtype)[0], at_rows)[1](rows)
+                current = lambda a: stage_current(stage, takes, params[index], a, compute_dtype=dtype)[0]  # noqa: E731
+                return backend.vjp(current, at_rows)[1](rows)
 
             return lambda v: backend.on_active_rows(pullback, v if mask is None else mask * v, at)
 
         transposes = [transpose(index, rates[index - 1]) for index in range(1, n)]
         transposes.append(transpose(n, rates[-1]) if self.feedback is not None else None)
-        spike_masks = [ops.cast(ops.logical_and(rate > 0.0, rate < 1.0), "float32") for rate in rates]
-        return transposes, spike_masks, 1.0 / self.neuron.reset_amount
+        slopes = [self.neuron.rate_map_slope(rate) for rate in rates]
+        gains = [gain for _, gain in slopes]
+        if all(isinstance(gain, float) and gain == gains[0] for gain in gains):
+            return transposes, [mask for mask, _ in slopes], gains[0]
+        return transposes, [mask * gain for mask, gain in slopes], 1.0  # a slope that varies: in the masks
 
     def spike_backward(self, inputs, upstream):
         """Run SPIDE's two stages on `inputs` (inference mode: no dropout) with
@@ -464,136 +261,79 @@ class FeedbackSpikingBlock(keras.layers.Layer):
         "firing_rate" (fraction of neuron-steps with a +-1 spike). For gradient="spide"."""
         if self.backward.name != "spide":
             raise ValueError(
-                f"spike_backward() needs a block with gradient='spide'; this block has gradient={self._config['gradient']!r}.")
+                f"spike_backward() needs a block with gradient='spide'; this block has gradient={self.backward.name!r}.")
         x = ops.cast(inputs, "float32")
         if not self.built:
             self.build(x.shape)
         frozen = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
         rates, _ = self._simulate(x, frozen, [])
-        transposes, masks, rho = self._spiking_backward_graph((rates, frozen, []))
+        transposes, masks, rho = self.spiking_backward_graph((x, frozen, [], rates))
         g = self.backward.scale * ops.cast(upstream, "float32")
         betas, firing_rate = self.backward.propagate(g, transposes, masks, rho)
         return {"rates": rates, "betas": [b / self.backward.scale for b in betas], "masks": masks,
                 "firing_rate": firing_rate}
 
-    # ------------------------------------------------------------------ call
-
-    def call(self, inputs, training=False):
-        training = bool(training)
-        x = ops.cast(inputs, "float32")
-        params = self._parameters(training)
-        masks = self._dropout_masks(ops.shape(x)[0], training)
-        x_bar = self._average_input(x)
-        frozen = keras.tree.map_structure(ops.stop_gradient, params)
-
-        if self.backward.name == "spide":
-            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks)
-            rates = [ops.stop_gradient(rate) for rate in rates]
-            equilibrium = rates[-1]
-            output = self._attach_spiking_backward(x_bar, rates, params, frozen, masks)
-            updates = [[] for _ in self.forward]
-            z = self.fixed_point_map(equilibrium, ops.stop_gradient(x_bar), frozen, masks)[0] if training else None
-        elif self.backward.through_time:
-            rates, _ = self._simulate(x, params, masks, spike=self.backward.spike)
-            output = rates[-1]
-            equilibrium = ops.stop_gradient(output)
-            z, updates = self.fixed_point_map(equilibrium, ops.stop_gradient(x_bar), frozen, masks, training)
-        else:
-            released = self.bn_statistics == "released_code"
-            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks, first_stage_training=training and released)
-            equilibrium = ops.stop_gradient(rates[-1])
-            adjoint_training = training and not released
-            z, updates = self.fixed_point_map(equilibrium, x_bar, params, masks, training)
-
-            def adjoint_map(a, operands):
-                x_bar_, params_, masks_ = operands
-                return self.fixed_point_map(a, x_bar_, params_, masks_, adjoint_training)[0]
-
-            operands = (ops.stop_gradient(x_bar), frozen, masks)
-            output = self.backward.attach(adjoint_map, z, equilibrium, operands, report=self._backward_report)
-
-        if training:
-            for stage, stage_updates in zip(self.forward, updates):
-                for variable, value in zip(stage.non_trainable_variables, stage_updates):
-                    variable.assign(ops.stop_gradient(value))
-            self._forward_residual.assign(ops.mean(sample_norm(ops.stop_gradient(z) - equilibrium)))
-        self._rates.assign(ops.stack([ops.mean(ops.stop_gradient(rate)) for rate in rates]))
-        return ops.cast(output, self.compute_dtype)
-
-    # ------------------------------------------------------------------ user API
-
-    def simulate(self, inputs, record_residuals=True, count_spikes=False):
-        """Run the spiking simulation alone (inference mode, no gradient).
-
-        Returns a dict with "rates" (the list of per-layer (weighted) average rates at T)
-        and, if `record_residuals`, "residuals": ||f(a^N[t]) - a^N[t]|| averaged over the
-        batch for t = 1..T (paper 000 §5.4, Fig. 1); with `count_spikes`, "counts": the
-        number of spikes of every neuron over the T steps, per layer.
-        """
-        x = ops.cast(inputs, "float32")
-        if not self.built:
-            self.build(x.shape)
-        return backend.compiled_call(self, ("simulate", record_residuals, count_spikes),
-                                     lambda x: self._simulate_outputs(x, record_residuals, count_spikes), x)
-
-    def _simulate_outputs(self, x, record_residuals, count_spikes):
-        params = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
-        out = {}
-        if count_spikes:
-            out["rates"], out["counts"] = self._simulate(x, params, [], count_spikes=True)
-        if record_residuals or not count_spikes:
-            out["rates"], residuals = self._simulate(x, params, [], record_residuals)
-            if record_residuals:
-                out["residuals"] = residuals
-        return out
-
-    def diagnostics(self):
-        """The last call's mean firing rate per layer, forward residual (training calls)
-        and backward solve (residual, iterations, failure) as Python numbers."""
-        rates = ops.convert_to_numpy(self._rates)
-        out = {f"rate_{i + 1}": float(r) for i, r in enumerate(rates)}
-        out["forward_residual"] = float(ops.convert_to_numpy(self._forward_residual))
-        out.update(self._backward_report.values())
-        return out
-
-    def save_own_variables(self, store):
-        # The dropout RNG state is saved too, so a resumed run draws the masks an
-        # uninterrupted run would have drawn (Keras does not save SeedGenerator states).
-        super().save_own_variables(store)
-        store[str(len(self._own_variables()))] = ops.convert_to_numpy(self.seed_generator.state)
-
-    def load_own_variables(self, store):
-        seed_key = str(len(self._own_variables()))
-        if seed_key in store.keys():
-            self.seed_generator.state.assign(store[seed_key])
-            store = {key: store[key] for key in store.keys() if key != seed_key}
-        super().load_own_variables(store)
-
-    def _own_variables(self):
-        return self._trainable_variables + self._non_trainable_variables
+    # ------------------------------------------------------------------ config
 
     def get_config(self):
         config = super().get_config()
-        config.update(self._config)
+        config.update(bn_statistics=self.bn_statistics)
+        restriction = self.norm_restriction
+        if restriction is None or type(restriction) in (SpectralNormRestriction, FrobeniusNormRestriction) and (
+                getattr(restriction, "probes", 64) == 64):
+            config.update(spectral_norm=self.spectral_norm, frobenius_norm=self.frobenius_norm,
+                          norm_bound=self.norm_bound)
+        else:
+            config["feedback_norm"] = keras.saving.serialize_keras_object(restriction)
         config["forward"] = [keras.saving.serialize_keras_object(s) for s in self.forward]
         config["feedback"] = keras.saving.serialize_keras_object(self.feedback) if self.feedback is not None else None
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
+        config = cls._legacy_config(config)
         config["forward"] = [keras.saving.deserialize_keras_object(s) for s in config["forward"]]
         if config["feedback"] is not None:
             config["feedback"] = keras.saving.deserialize_keras_object(config["feedback"])
         return cls(**config)
 
 
-def _dropout_rates(dropout, stages):
-    """One rate for all stages (a float) or a tuple with one rate per stage."""
-    if isinstance(dropout, (list, tuple)):
-        if len(dropout) != stages:
+def _feedback_restriction(feedback, feedback_norm, spectral_norm, frobenius_norm, norm_bound):
+    """The feedback's norm restriction layer (or None) from `feedback_norm` or the short
+    forms `spectral_norm` / `frobenius_norm` / `norm_bound` (None: not given)."""
+    for argument, value in (("spectral_norm", spectral_norm), ("frobenius_norm", frobenius_norm)):
+        if value is not None:
+            validation.boolean(argument, value)
+    if feedback_norm is not None and not isinstance(feedback_norm, str):
+        if spectral_norm is not None or frobenius_norm is not None or norm_bound is not None:
+            raise ValueError("Arguments `spectral_norm`, `frobenius_norm` and `norm_bound` build a named restriction; "
+                             f"feedback_norm={feedback_norm!r} is given as an object: set the bound there.")
+        if isinstance(feedback_norm, dict):
+            feedback_norm = keras.saving.deserialize_keras_object(feedback_norm)
+        if not isinstance(feedback_norm, (SpectralNormRestriction, FrobeniusNormRestriction)):
+            raise TypeError("Argument `feedback_norm` must be 'spectral', 'frobenius', 'none', a "
+                            f"SpectralNormRestriction or a FrobeniusNormRestriction; received {feedback_norm!r}.")
+        restriction = feedback_norm
+    else:
+        if spectral_norm and frobenius_norm:
             raise ValueError(
-                f"Argument `dropout` as a list needs one rate per stage ({stages}: the forward stages, then the "
-                f"feedback); received dropout={list(dropout)!r}.")
-        return tuple(validation.number(f"dropout[{i}]", r, low=0.0, high=1.0, high_open=True) for i, r in enumerate(dropout))
-    return validation.number("dropout", dropout, low=0.0, high=1.0, high_open=True)
+                "Arguments `spectral_norm` and `frobenius_norm` are two restrictions of the same feedback "
+                "weight; received both True. Pass one of them (IDE: spectral, SPIDE: frobenius).")
+        if feedback_norm is not None:
+            if spectral_norm is not None or frobenius_norm is not None:
+                raise ValueError(f"Pass either feedback_norm={feedback_norm!r} or spectral_norm / frobenius_norm, "
+                                 "not both.")
+            name = validation.choose("feedback_norm", feedback_norm, {k: k for k in FEEDBACK_NORMS})
+        elif frobenius_norm:
+            name = "frobenius"
+        elif spectral_norm is False and frobenius_norm in (None, False):
+            name = "none"
+        else:
+            name = "spectral"  # the paper's default
+        restriction = None if name == "none" else FEEDBACK_NORMS[name](1.0 if norm_bound is None else norm_bound)
+    if feedback is None and restriction is not None:
+        argument = "spectral_norm" if isinstance(restriction, SpectralNormRestriction) else "frobenius_norm"
+        raise ValueError(
+            f"Argument `{argument}` restricts the feedback weight, but feedback=None; "
+            f"pass {argument}=False for a feed-forward block.")
+    return restriction

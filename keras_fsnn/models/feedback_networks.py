@@ -55,13 +55,15 @@ def _dense_stage(units, batch_norm=True):
 
 
 def _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, default_leak,
-                   bn_statistics="paper", simulation_dtype="float32", solver_tol=1e-5):
+                   bn_statistics="paper", simulation_dtype="float32", solver_tol=None):
     if neuron == "lif" and leak is None:
         leak = default_leak
+    # the solver options are the implicit gradient's: given only where it takes them
+    solve = {k: v for k, v in (("solver", solver), ("solver_steps", solver_steps), ("solver_tol", solver_tol))
+             if v is not None}
     return dict(time_steps=time_steps, neuron=neuron, leak=leak, threshold=threshold, dropout=dropout,
-                solver=solver, solver_steps=solver_steps, solver_tol=solver_tol, gradient=gradient,
-                bn_statistics=bn_statistics,
-                spectral_norm=True, norm_bound=1.0, simulation_dtype=simulation_dtype)
+                gradient=gradient, bn_statistics=bn_statistics, spectral_norm=True, norm_bound=1.0,
+                simulation_dtype=simulation_dtype, **solve)
 
 
 def _normalise(inputs, normalization):
@@ -143,7 +145,7 @@ def feedback_multilayer_network(input_shape, num_classes, channels, normalizatio
 
 
 def fsnn_mnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-               solver="broyden", solver_steps=30, solver_tol=1e-5, gradient="ide", bn_statistics="paper",
+               solver=None, solver_steps=None, solver_tol=None, gradient="ide", bn_statistics="paper",
                simulation_dtype="float32", name="fsnn_mnist"):
     """MNIST 64C5s (F64C5): conv 1->64 5x5 stride 2 (14x14x64 neurons) with a 64->64 5x5
     conv feedback; 229,642 parameters (paper 000 Table 1: 229K). Paper: T = 30, IF
@@ -155,7 +157,7 @@ def fsnn_mnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=
 
 
 def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-                solver="broyden", solver_steps=30, solver_tol=1e-5, gradient="ide", bn_statistics="paper",
+                solver=None, solver_steps=None, solver_tol=None, gradient="ide", bn_statistics="paper",
                simulation_dtype="float32", name="fsnn_fmnist"):
     """Fashion-MNIST 400 (F400): dense 784->400 with a 400->400 feedback; 478,810
     parameters (paper 000 Table 1: 478K). Paper: T = 5. Uses the MNIST normalisation
@@ -167,10 +169,11 @@ def fsnn_fmnist(num_classes=10, time_steps=5, neuron="if", leak=None, threshold=
 
 
 def fsnn_nmnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-                solver="broyden", solver_steps=30, solver_tol=1e-5, gradient="ide", bn_statistics="paper",
+                solver="fixed_point", solver_steps=None, solver_tol=None, gradient="ide", bn_statistics="paper",
                simulation_dtype="float32", name="fsnn_nmnist"):
     """N-MNIST 64C5s (F64C5) on (T, 34, 34, 2) spike frames, padding 2 (17x17x64 neurons);
-    290,762 parameters, the paper's 291K. The released script pads by 1 (269,642)."""
+    290,762 parameters, the paper's 291K. The released script pads by 1 (269,642). The
+    adjoint is solved by 30 fixed-point iterations, as the paper trains it (F.3.2)."""
     options = _block_options(time_steps, neuron, leak, threshold, dropout, solver, solver_steps, gradient, 0.95, bn_statistics,
                              simulation_dtype, solver_tol)
     return feedback_conv_network((time_steps, 34, 34, 2), num_classes, 64, 5, 2, input_type="sequence",
@@ -178,7 +181,7 @@ def fsnn_nmnist(num_classes=10, time_steps=30, neuron="if", leak=None, threshold
 
 
 def alexnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-              solver="broyden", solver_steps=30, solver_tol=1e-5, gradient="ide", bn_statistics="paper",
+              solver=None, solver_steps=None, solver_tol=None, gradient="ide", bn_statistics="paper",
                simulation_dtype="float32", name="alexnet_f"):
     """AlexNet-F, 96C3s-256C3-384C3s-384C3-256C3 (F96C3u): 3,709,514 parameters for
     CIFAR-10, 5,184,164 for CIFAR-100 (paper 000 Table 3: 3.7M / 5.2M). Paper: T = 30 or
@@ -190,7 +193,7 @@ def alexnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2
 
 
 def cifarnet_f(num_classes=10, time_steps=30, neuron="if", leak=None, threshold=2.0, dropout=0.2,
-               solver="broyden", solver_steps=30, solver_tol=1e-5, gradient="ide", bn_statistics="paper",
+               solver=None, solver_steps=None, solver_tol=None, gradient="ide", bn_statistics="paper",
                simulation_dtype="float32", name="cifarnet_f"):
     """CIFARNet-F, 128C3s-256C3-512C3s-1024C3-512C3 (F128C3u): 11,840,010 parameters for
     CIFAR-10, 14,789,220 for CIFAR-100 (paper 000 Table 3: 11.8M / 14.8M)."""

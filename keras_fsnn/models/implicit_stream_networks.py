@@ -103,14 +103,15 @@ CIFAR_NORMALISATION = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 
 
 def _options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype="float32",
-             solver_tol=1e-5):
-    return dict(time_steps=time_steps, neuron="lif", leak=leak, dropout=dropout, solver=solver,
-                solver_steps=solver_steps, solver_tol=solver_tol, gradient=gradient, rates=rates,
-                simulation_dtype=simulation_dtype)
+             solver_tol=None):
+    solve = {k: v for k, v in (("solver", solver), ("solver_steps", solver_steps), ("solver_tol", solver_tol))
+             if v is not None}
+    return dict(time_steps=time_steps, neuron="lif", leak=leak, dropout=dropout, gradient=gradient, rates=rates,
+                simulation_dtype=simulation_dtype, **solve)
 
 
-def mpis_fmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="broyden", solver_steps=30,
-                solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
+def mpis_fmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver=None, solver_steps=None,
+                solver_tol=None, gradient="ide", rates="average", simulation_dtype="float32",
                 name="mpis_fmnist"):
     """Fashion-MNIST MPIS, two streams of 16C3-32C3s-48C3 (paper 003 Table 1,
     "16C3-32C3-48C3-FC10"), fused after layer 1, with the released code's head; 100,682
@@ -122,8 +123,8 @@ def mpis_fmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="b
                                    solver_tol))
 
 
-def mpis_nmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="broyden", solver_steps=30,
-                solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
+def mpis_nmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver=None, solver_steps=None,
+                solver_tol=None, gradient="ide", rates="average", simulation_dtype="float32",
                 name="mpis_nmnist"):
     """N-MNIST MPIS, two streams of 32C3-32C3s-64C3 on (T, 34, 34, 2) spike frames cropped
     to 32x32, as the released `MPIS_neuro`: 185,578 parameters (the paper's Table 1 says
@@ -135,15 +136,15 @@ def mpis_nmnist(num_classes=10, time_steps=30, leak=0.95, dropout=0.2, solver="b
 
 
 def _mpis_cifar(channels, num_classes, time_steps, leak, dropout, solver, solver_steps, gradient, rates, name,
-                simulation_dtype="float32", solver_tol=1e-5):
+                simulation_dtype="float32", solver_tol=None):
     return mpis_network((32, 32, 3), num_classes, channels, (1, 1, 2), stem=(128, 128), head=True,
                         normalization=CIFAR_NORMALISATION, name=name,
                         **_options(time_steps, leak, dropout, solver, solver_steps, gradient, rates, simulation_dtype,
                                    solver_tol))
 
 
-def mpis_cifar10_large(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver="broyden", solver_steps=30,
-                       solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
+def mpis_cifar10_large(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver=None, solver_steps=None,
+                       solver_tol=None, gradient="ide", rates="average", simulation_dtype="float32",
                        name="mpis_cifar10_large"):
     """CIFAR MPIS as released (`MPIS_static`): analog stem 128C3-128C3s, two streams of
     256C3-512C3-1024C3s with ConvT Trans, fusion conv 256, head; 28,512,138 parameters
@@ -158,8 +159,8 @@ def mpis_cifar100_large(num_classes=100, name="mpis_cifar100_large", **kwargs):
     return mpis_cifar10_large(num_classes=num_classes, name=name, **kwargs)
 
 
-def mpis_cifar10(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver="broyden", solver_steps=30,
-                 solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
+def mpis_cifar10(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver=None, solver_steps=None,
+                 solver_tol=None, gradient="ide", rates="average", simulation_dtype="float32",
                  name="mpis_cifar10"):
     """The 11.8M CIFAR-10 MPIS of paper 003 Table 3 (92.79% at T = 30). Neither the paper
     nor the released code gives its layout; this keeps the released topology with streams
@@ -168,8 +169,8 @@ def mpis_cifar10(num_classes=10, time_steps=30, leak=0.999, dropout=0.2, solver=
                        rates, name, simulation_dtype, solver_tol)
 
 
-def mpis_cifar100(num_classes=100, time_steps=30, leak=0.999, dropout=0.2, solver="broyden", solver_steps=30,
-                  solver_tol=1e-5, gradient="ide", rates="average", simulation_dtype="float32",
+def mpis_cifar100(num_classes=100, time_steps=30, leak=0.999, dropout=0.2, solver=None, solver_steps=None,
+                  solver_tol=None, gradient="ide", rates="average", simulation_dtype="float32",
                   name="mpis_cifar100"):
     """The 14.8M CIFAR-100 MPIS of paper 003 Table 3 (73.19% at T = 30); layout not
     published, ours: streams of 320C3-384C3-544C3s, 14,756,356 parameters."""

@@ -87,7 +87,7 @@ def measure_step(model, batches, evaluation_batch, steps=8):
     `batches` (a sequence of (x, y) batches, as long as needed; the first step compiles:
     a batch of another size would compile again) and one evaluation batch
     `evaluation_batch` = (x, y), run twice (the first compiles)."""
-    from keras_fsnn.callbacks import spiking_layers
+    from keras_fsnn.inspection import spiking_layers
 
     steps = validation.integer("steps", steps, minimum=1)
     durations, iterations, index = [], [], 0

@@ -76,7 +76,7 @@ def spide_weight_decay(scale, decay=5e-4):
 RECIPES = {
     "fsnn_mnist": Recipe("fsnn_mnist", "mnist"),
     "fsnn_fmnist": Recipe("fsnn_fmnist", "fashion_mnist"),
-    "fsnn_nmnist": Recipe("fsnn_nmnist", "nmnist", {"solver": "fixed_point"}),
+    "fsnn_nmnist": Recipe("fsnn_nmnist", "nmnist"),  # its architecture solves by fixed point
     "alexnet_f": Recipe("alexnet_f", "cifar10", **CIFAR),
     "cifarnet_f": Recipe("cifarnet_f", "cifar10", **CIFAR),
     "alexnet_f_cifar100": Recipe("alexnet_f", "cifar100", {"num_classes": 100}, **CIFAR),

@@ -29,7 +29,8 @@ import keras
 import numpy as np
 
 from keras_fsnn import datasets, validation
-from keras_fsnn.callbacks import EquilibriumMonitor, block_inputs, spiking_layers
+from keras_fsnn.callbacks import EquilibriumMonitor
+from keras_fsnn.inspection import block_inputs, spiking_layers
 from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches
 from keras_fsnn.models import ARCHITECTURES, count_parameters
 from keras_fsnn.training.budget import FINAL_SECONDS, StepTiming, WallClockGuard, accelerator, measure_step, plan_schedule
