@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from keras_fsnn import datasets, zoo  # noqa: E402
 from keras_fsnn.callbacks import spiking_layers  # noqa: E402
 from keras_fsnn.layers import ImplicitStreams  # noqa: E402
-from keras_fsnn.training import evaluate  # noqa: E402
+from keras_fsnn.training import evaluate, load_for_evaluation  # noqa: E402
 
 sys.path.insert(0, HERE)
 from common import DEFAULT_DATA  # noqa: E402
@@ -61,7 +61,7 @@ def main(argv=None):
 
     with open(os.path.join(zoo.locate(args.preset), "metadata.json")) as f:  # locate names the known presets
         dataset = json.load(f)["dataset"]
-    model = zoo.load_for_evaluation(args.preset, args.weights)
+    model = load_for_evaluation(args.preset, args.weights)
     layers = streams_layers(model)
 
     def measure():

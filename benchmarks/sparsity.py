@@ -34,7 +34,7 @@ from common import DEFAULT_DATA, figure, save  # noqa: E402
 
 def measure(name, time_steps, data_dir, limit, batch_size=250):
     model = zoo.load(name, time_steps=time_steps)
-    metadata = [e for e in zoo.list() if e["name"] == name][0]["metadata"]
+    metadata = [e for e in zoo.list_presets() if e["name"] == name][0]["metadata"]
     x, y = datasets.load_arrays(metadata["dataset"], "test", data_dir)
     x, y = x[:limit], y[:limit]
     block = spiking_layers(model)[0]
@@ -70,7 +70,7 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=2000)
     parser.add_argument("--plot", default=os.path.join(HERE, "results", "sparsity.png"))
     args = parser.parse_args(argv)
-    presets = args.presets or [e["name"] for e in zoo.list() if e["metadata"].get("status") == "trained"]
+    presets = args.presets or [e["name"] for e in zoo.list_presets() if e["metadata"].get("status") == "trained"]
     rows = []
     print(f"{'preset':<14} {'T':>3} {'accuracy':>9} {'rate per layer':<44} {'total':>7} {'SynOps/img':>11} {'Loihi uJ/img':>13}")
     for name in presets:

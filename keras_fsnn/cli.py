@@ -168,16 +168,16 @@ def main(argv=None):
             command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
         _print_result(args.name, result)
     elif args.command == "eval":
-        from keras_fsnn import zoo
+        from keras_fsnn.training import evaluate_preset
 
-        result = zoo.evaluate(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
+        result = evaluate_preset(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
                               batch_size=args.batch_size, time_steps=args.time_steps,
                               simulation_dtype=args.simulation_dtype)
         _print_result(args.name, result)
     elif args.command == "export":
-        from keras_fsnn import zoo
+        from keras_fsnn.training import export_run
 
-        metadata = zoo.export_run(args.run_dir, args.to, data_dir=args.data_dir, note=args.note)
+        metadata = export_run(args.run_dir, args.to, data_dir=args.data_dir, note=args.note)
         print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
     elif args.command == "tune":
         from keras_fsnn.tuner.search import parse_setting
@@ -199,7 +199,7 @@ def main(argv=None):
     else:
         from keras_fsnn import zoo
 
-        entries = zoo.list()
+        entries = zoo.list_presets()
         width = max(len(entry["name"]) for entry in entries)
         for entry in entries:
             print(f"{entry['name']:<{width}}  {entry['status']}")

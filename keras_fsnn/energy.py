@@ -46,24 +46,48 @@ DEVICES = {
 }
 
 
+# Layers that connect neurons with fixed weights (their connectivity is all there is to
+# count) or only move values around; anything else without a kernel has no SynOps count.
+FIXED_CONNECTIONS = (keras.layers.AveragePooling1D, keras.layers.AveragePooling2D, keras.layers.AveragePooling3D,
+                     keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
+                     keras.layers.GlobalAveragePooling3D, keras.layers.UpSampling1D, keras.layers.UpSampling2D,
+                     keras.layers.UpSampling3D)
+REARRANGEMENTS = (keras.layers.Flatten, keras.layers.Reshape, keras.layers.Permute, keras.layers.ZeroPadding1D,
+                  keras.layers.ZeroPadding2D, keras.layers.ZeroPadding3D, keras.layers.Cropping1D,
+                  keras.layers.Cropping2D, keras.layers.Cropping3D, keras.layers.Identity)
+
+
 def _connection(stage):
     """The layers of a stage up to and including its linear operation (the layer with a
-    kernel), i.e. the stage without batch norm and what follows."""
+    kernel), i.e. the stage without batch norm and what follows; a stage without a kernel
+    (average pooling, up-sampling, ...) is its own fixed connection."""
     layers = stage.layers if isinstance(stage, keras.Sequential) else [stage]
     prefix = []
     for layer in layers:
         prefix.append(layer)
         if getattr(layer, "kernel", None) is not None:
             return prefix
-    raise ValueError(f"{stage.name} has no layer with a kernel; SynOps need a Dense or convolution layer.")
+        if not isinstance(layer, FIXED_CONNECTIONS + REARRANGEMENTS):
+            raise ValueError(
+                f"Stage {stage.name} has a {type(layer).__name__} layer before (or without) a layer with a kernel; "
+                "SynOps count linear connections: Dense and convolution layers, average pooling, up-sampling, and "
+                "layers that only rearrange values (Flatten, Reshape, padding, cropping).")
+    return prefix
 
 
 def _ones_kernel_apply(stage, values):
-    """A (counts) for the connection of `stage`: its linear op with kernel 1, bias 0."""
+    """A (counts) for the connection of `stage`: its linear op with kernel 1, bias 0 (a
+    pooling layer's average becomes the sum over its window: one synapse per input)."""
     out = values
     for layer in _connection(stage):
         if getattr(layer, "kernel", None) is None:
-            out = layer(out)
+            area = 1.0
+            if isinstance(layer, FIXED_CONNECTIONS[:3]):
+                area = float(np.prod(layer.pool_size))
+            elif isinstance(layer, FIXED_CONNECTIONS[3:6]):
+                spatial = out.shape[1:-1] if layer.data_format == "channels_last" else out.shape[2:]
+                area = float(np.prod(spatial))
+            out = layer(out) * area
             continue
         replaced = [ops.ones(v.shape, v.dtype) if v is layer.kernel else ops.zeros(v.shape, v.dtype)
                     for v in layer.trainable_variables]

@@ -361,9 +361,9 @@ class SPIDE(BackwardMode):
                 zeros = tuple(ops.zeros_like(t) for t in args[n_currents:])
                 return (ops.zeros_like(a),) + tuple(cotangents) + zeros
 
-            # the currents enter only through the gradient; a non-finite one still shows
-            tie = sum(ops.sum(c) for c in args[:n_currents])
-            return a + ops.where(ops.isfinite(tie), 0.0, tie), grad
+            # the value is the simulated equilibrium, as in every mode (IDE: a + 0 * z); the
+            # currents enter the gradient only
+            return a + ops.zeros_like(sum(ops.sum(c) for c in args[:n_currents])), grad
 
         return spiking_backward(problem.equilibrium, *currents, *flat)
 

@@ -33,6 +33,14 @@ def make(**overrides):
         ({"gradient": "bptt", "surrogate": "erf"}, ValueError, r"`surrogate` must be one of 'rectangular', 'triangle', 'sigmoid'; received surrogate='erf'"),
         ({"gradient": "bptt", "surrogate_width": 0.0}, ValueError, r"`surrogate_width` must lie in \(0.0, inf\]; received surrogate_width=0.0"),
         ({"gradient": "ide", "surrogate": "rectangular"}, ValueError, r"`surrogate` applies to gradient='bptt' only"),
+        # issue 31 bug 2: options of another mode were accepted and stored in get_config
+        ({"gradient": "bptt", "solver": "newton"}, ValueError, r"`solver` applies to gradient='ide' only; received solver='newton' with gradient='bptt'"),
+        ({"gradient": "one_step", "solver_steps": -3}, ValueError, r"`solver_steps` applies to gradient='ide' only"),
+        ({"gradient": "spide", "solver_tol": "x", "spectral_norm": False, "frobenius_norm": True}, ValueError,
+         r"`solver_tol` applies to gradient='ide' only; received solver_tol='x' with gradient='spide'"),
+        ({"gradient": "ide", "backward_scale": 100.0}, ValueError, r"`backward_scale` applies to gradient='spide' only"),
+        # issue 31 bug 3: frobenius_norm was not checked when spectral_norm=False, and switched the restriction on
+        ({"spectral_norm": False, "frobenius_norm": "no"}, TypeError, r"`frobenius_norm` must be True or False; received frobenius_norm='no'"),
         ({"dropout": 1.0}, ValueError, r"`dropout` must lie in \[0.0, 1.0\); received dropout=1.0"),
         ({"norm_bound": 0.0}, ValueError, r"`norm_bound` must lie in \(0.0, inf\]; received norm_bound=0.0"),
         ({"spectral_norm": "yes"}, TypeError, r"`spectral_norm` must be True or False; received spectral_norm='yes'"),

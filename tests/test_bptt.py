@@ -89,3 +89,26 @@ def test_bptt_trains_under_xla():
     assert history.history["loss"][-1] < history.history["loss"][0]
     moving_mean = ops.convert_to_numpy(block.forward[0].layers[1].moving_mean)
     assert np.abs(moving_mean).sum() > 0  # batch-norm statistics are tracked in BPTT mode too
+
+
+@pytest.mark.slow
+def test_bptt_trains_a_conv_block_in_graph_mode_at_full_batch():
+    """Issue 31 bug 11: gradient="bptt" on a conv block (batch 128, T = 100) failed at the
+    first fit in TensorFlow's graph mode with AlreadyExistsError ".../while_grad/.../AddN/
+    tmp_var": where memory looks tight, grappler rewrites a gradient's AddN inside the time
+    loop into a temporary variable that collides. The shared time loop now prevents it for
+    every mode (backend.time_loop). About a minute on 2 CPU cores; TensorFlow only."""
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("a TensorFlow graph-mode bug")
+    keras.utils.set_random_seed(0)
+    block = FeedbackSpikingBlock([keras.layers.Conv2D(64, 3, strides=2, padding="same"),
+                                  keras.layers.Conv2D(64, 3, padding="same")],
+                                 keras.layers.Conv2D(64, 3, padding="same", use_bias=False), time_steps=100,
+                                 gradient="bptt")
+    inputs = keras.Input((32, 32, 3))
+    model = keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(block(inputs))))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=False)
+    rng = np.random.default_rng(0)
+    history = model.fit(rng.uniform(0, 1, (256, 32, 32, 3)).astype("float32"), rng.integers(0, 10, 256),
+                        batch_size=128, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -56,3 +56,25 @@ def test_energy_report_uses_the_device_registry():
     with pytest.raises(ValueError, match=r"`device` must be one of 'loihi', 'truenorth', 'cmos_45nm'"):
         energy_report(block, x, device="gpu")
     assert set(DEVICES) == {"loihi", "truenorth", "cmos_45nm"}
+
+
+def test_synops_count_pooling_stages_one_synapse_per_input():
+    """Issue 31 bug 5: SynOps and the energy report refused pooling stages, so they failed on
+    the shipped spide_lenet. An average pool's spike reaches one output neuron of its
+    window: its SynOps are the spikes it receives."""
+    from keras_fsnn.inspection import block_inputs, spiking_blocks
+    from keras_fsnn.models import spide_lenet
+
+    model = spide_lenet(time_steps=4)
+    block = spiking_blocks(model)[0]
+    x = block_inputs(model, block, np.random.default_rng(0).uniform(0, 1, (3, 28, 28, 1)).astype("float32"))
+    counts = [ops.convert_to_numpy(c) for c in block.simulate(x, record_residuals=False, count_spikes=True)["counts"]]
+    rows = energy_report(block, x)["connections"]
+    assert [r["connection"] for r in rows] == ["F1 (input)", "F2", "F3", "F4", "F5"]  # F2, F4: the pools
+    assert rows[1]["synops"] == pytest.approx(counts[0].sum() / 3, rel=1e-6)
+    assert rows[3]["synops"] == pytest.approx(counts[2].sum() / 3, rel=1e-6)
+    with pytest.raises(ValueError, match="MaxPooling2D layer before .* SynOps count linear connections"):
+        bad = FeedbackSpikingBlock([keras.layers.Conv2D(4, 3), keras.layers.MaxPooling2D(2)], None,
+                                   spectral_norm=False, time_steps=2)
+        bad.build((None, 8, 8, 1))
+        synaptic_operations(bad, np.zeros((1, 8, 8, 1), "float32"))

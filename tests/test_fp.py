@@ -483,3 +483,37 @@ def test_yin_yang_learns_quickly():
     net.fit(yin_yang.encode_yin_yang(x), y, epochs=5, batch_size=150, verbose=0,
             optimizer=keras.optimizers.Adam(5e-4, epsilon=1e-8))
     assert net.evaluate(yin_yang.encode_yin_yang(xt), yt)["accuracy"] > 0.75
+
+
+def test_the_exact_gradients_run_on_the_torch_backend():
+    """Issue 31 bug 6: keras_fsnn.fp says it runs on the torch backend, but importing it
+    there raised ImportError (the spiking layers' backend module); the layers now say at
+    construction which backends they take."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("torch")
+    code = """
+import keras, numpy as np
+import keras_fsnn
+from keras_fsnn.fp import ExactSpikingNetwork, FirstSpikeCrossEntropy
+from keras_fsnn.datasets.yin_yang import encode_yin_yang, load_yin_yang
+features, y = load_yin_yang("train")
+x = encode_yin_yang(features)[:60]
+net = ExactSpikingNetwork([5, 10, 3], alpha=0.999, beta=1.0, theta=1.0, t_max=2.0,
+                          loss=FirstSpikeCrossEntropy(tau0=0.2, tau1=1.0, gamma=0.005), seed=0)
+history = net.fit(x, y[:60], epochs=1, batch_size=30, optimizer=keras.optimizers.Adam(2e-3), verbose=0)
+assert keras.backend.backend() == "torch" and np.isfinite(history.history["loss"][0])
+try:
+    keras_fsnn.FeedbackSpikingBlock([keras.layers.Dense(4)], keras.layers.Dense(4, use_bias=False))
+except ValueError as error:
+    assert "support the 'tensorflow' and 'jax' Keras backends" in str(error)
+else:
+    raise AssertionError("a spiking layer was built on torch")
+print("ok")
+"""
+    import os
+
+    done = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, KERAS_BACKEND="torch"),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

@@ -148,6 +148,8 @@ def test_bad_arguments_fail_at_construction_or_build():
         ImplicitStreams(**base, fusion_layer=2)
     with pytest.raises(ValueError, match="gradient='spide' needs a chain of stages with a feedback"):
         ImplicitStreams(**base, gradient="spide")
+    with pytest.raises(ValueError, match="gradient='bptt' differentiates through the simulation"):
+        ImplicitStreams(**base, gradient="bptt")
     with pytest.raises(ValueError, match="rates"):
         ImplicitStreams(**base, rates="last")
     layer = ImplicitStreams(**{**base, "transforms": [keras.layers.Conv2D(5, 3, padding="same") for _ in range(2)]})
@@ -220,3 +222,43 @@ def test_equilibrium_monitor_logs_every_stream(gradient, tmp_path):
         assert f"{name}/s{stream}_residual_t6" in logs and f"{name}/s{stream}_residual_t1" in logs
     assert monitor.curves[name][0].shape == (2, 6)
     assert open(monitor.plot(str(tmp_path / "streams.png")), "rb").read(4) == b"\x89PNG"
+
+
+@pytest.mark.backend
+def test_dropout_rng_state_survives_a_keras_file(tmp_path):
+    """Issue 31 bug 1: the dropout RNG state was not saved, so a resumed MPIS run with
+    dropout drew other masks than an uninterrupted one."""
+    layer = two_streams(time_steps=3, dropout=0.2)
+    inputs = keras.Input((8, 8, 2))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data(batch=8), np.arange(8) % 3
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    state = ops.convert_to_numpy(layer.seed_generator.state)
+    assert state.any()
+    np.testing.assert_array_equal(ops.convert_to_numpy(loaded.get_layer(layer.name).seed_generator.state), state)
+    assert loaded.train_on_batch(x[:4], y[:4]) == pytest.approx(model.train_on_batch(x[:4], y[:4]), rel=1e-6)
+
+
+@pytest.mark.backend
+def test_a_stage_used_twice_trains_with_dropout_and_round_trips(tmp_path):
+    """Issue 31 bug 4: the class docstring's `transforms=[Conv2D(...)] * 2` built and ran
+    inference, but training with dropout failed (a stage's index kept its last position,
+    its dropout mask the first)."""
+    keras.utils.set_random_seed(0)
+    shared = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)
+    layer = ImplicitStreams(inject=[conv(4), conv(4)], stages=[[conv(6)], [conv(6)]], transforms=[shared] * 2,
+                            downsample=[keras.layers.Conv2D(4, 3, strides=2, padding="same")],
+                            upsample=[keras.layers.UpSampling2D(2)], time_steps=3, dropout=0.2, neuron="if")
+    inputs = keras.Input((8, 8, 2))
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(layer(inputs))))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data(batch=8), np.arange(8) % 3
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras").get_layer(layer.name)
+    assert loaded.transforms[0] is loaded.transforms[1]  # still one stage, in two places
+    np.testing.assert_array_equal(ops.convert_to_numpy(loaded.transforms[1].kernel), ops.convert_to_numpy(shared.kernel))

@@ -207,3 +207,24 @@ def test_monitor_logs_the_epoch_mean_of_the_batch_diagnostics():
         np.testing.assert_allclose(history.history[f"fsnn/{key}"][0], np.mean(per_batch), rtol=1e-6)
     # the batches differ, so the mean is not just the last batch's value
     assert len({d["rate_1"] for d in record.batches}) > 1
+
+
+def test_the_monitor_reads_the_device_once_per_epoch_not_per_batch(monkeypatch):
+    """Issue 31 bug 10: EquilibriumMonitor copied 5-6 variables to the host after every
+    batch (on a GPU, a device sync per step). The layer now sums them on the device; the
+    monitor reads the sums once at the epoch's end."""
+    x, y = data(48)
+    model = compile_model(conv_model(dropout=0.2))
+    block = model.get_layer("fsnn")
+    calls = {"diagnostics": 0, "epoch_diagnostics": 0}
+    for name in calls:
+        method = getattr(block, name)
+
+        def counted(method=method, name=name):
+            calls[name] += 1
+            return method()
+
+        monkeypatch.setattr(block, name, counted)
+    history = model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[EquilibriumMonitor()])
+    assert calls == {"diagnostics": 0, "epoch_diagnostics": 2}
+    assert len(history.history["fsnn/backward_iterations"]) == 2 and history.history["fsnn/rate_1"][1] > 0

@@ -346,6 +346,22 @@ def test_spide_mnist_trains_repeatedly_in_graph_mode_at_full_batch():
     assert np.all(np.isfinite(losses))
 
 
+def test_the_output_is_the_simulated_equilibrium_whatever_the_currents():
+    """Issue 31 bug 7: SPIDE's forward value was a + 0 * sum(currents), so one non-finite
+    stage current (which enters only the gradient) turned the output into NaN, unlike every
+    other mode, whose value is the simulated rates a[T] themselves."""
+    block = dense_block(layers=(16, 12), seed=0)
+    x = np.random.default_rng(0).uniform(0, 1, (4, 20)).astype("float32")
+    block.build(x.shape)
+    kernel = block.forward[1].kernel
+    broken = np.array(keras.ops.convert_to_numpy(kernel))
+    broken[0, 0] = np.inf  # saturates layer 2 in the simulation: finite rates, an infinite current
+    kernel.assign(broken)
+    output = np.asarray(block(x))
+    assert np.all(np.isfinite(output))
+    np.testing.assert_allclose(output, np.asarray(block.simulate(x, record_residuals=False)["rates"][-1]), rtol=1e-6)
+
+
 def test_per_stage_dropout_masks_only_the_chosen_stages():
     block = dense_block(layers=(16, 12), dropout=[0.0, 0.5, 0.0], seed=0)
     block.build((None, 20))

@@ -13,7 +13,7 @@ from data_paths import shared_data
 
 from keras_fsnn.datasets.readers import DatasetNotFoundError
 from keras_fsnn.cli import main as cli
-from keras_fsnn.training import CoupledSGD, WarmupMultiStep, train
+from keras_fsnn.training import SLICE, CoupledSGD, WarmupMultiStep, export_run, train
 
 
 def test_coupled_sgd_matches_pytorch_update_rule():
@@ -96,7 +96,7 @@ def test_a_run_can_start_from_trained_weights(tmp_path):
     run = tmp_path / "from_first.weights.h5"
     record = json.load(open(run / "run.json"))
     json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
-    metadata = zoo.export_run(str(run), str(tmp_path / "preset"))
+    metadata = export_run(str(run), str(tmp_path / "preset"))
     assert metadata["initial_weights"] == {"source": str(tmp_path / "first.weights.h5"), "sha256": record["initial_weights"]["sha256"]}
     assert "| initial weights | `" in (tmp_path / "preset" / "README.md").read_text()
 
@@ -132,7 +132,7 @@ def test_held_out_validation_examples_replace_the_test_set_during_training(tmp_p
         train("fsnn_fmnist", output_dir=str(run), resume=True, validation_examples=50, epochs=2, data_dir=root)
     record = json.load(open(run / "run.json"))
     json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
-    metadata = zoo.export_run(str(run), str(tmp_path / "preset"))
+    metadata = export_run(str(run), str(tmp_path / "preset"))
     assert metadata["validation_examples"] == 100 and metadata["validation_accuracy"] == result["validation"]["accuracy"]
     assert "| validation | the last 100 training images were held out" in (tmp_path / "preset" / "README.md").read_text()
 
@@ -303,12 +303,12 @@ def test_export_turns_a_full_run_into_a_verified_preset(tmp_path, name, dataset,
     result = train(name, output_dir=str(run), data_dir=root, epochs=1, limit=128, batch_size=64, verbose=0,
                    model_overrides=overrides, jit_compile=QUICK_JIT, **augmentation)
     with pytest.raises(zoo.PresetError, match="trained on a subset"):
-        zoo.export_run(str(run), str(tmp_path / "refused"))
+        export_run(str(run), str(tmp_path / "refused"))
     record = json.load(open(run / "run.json"))
     json.dump({**record, "limit": None}, open(run / "run.json", "w"))  # stand in for a full-data run
 
-    metadata = zoo.export_run(str(run), str(tmp_path / name), note="One epoch on 128 images.")
-    assert metadata["test_accuracy"] == result["accuracy"] and metadata["test_slice"]["examples"] == zoo.SLICE
+    metadata = export_run(str(run), str(tmp_path / name), note="One epoch on 128 images.")
+    assert metadata["test_accuracy"] == result["accuracy"] and metadata["test_slice"]["examples"] == SLICE
     assert metadata["weights_sha256"] == zoo.sha256(str(tmp_path / name / zoo.WEIGHTS_FILE))
     assert metadata["time_steps"] == 3 and metadata["epochs"] == 1
     preset = zoo.load(str(tmp_path / name))
@@ -355,11 +355,11 @@ def test_a_failed_export_leaves_the_existing_preset_as_it_was(tmp_path):
 
     # the test-slice check runs after the new weights are written: make it fail there
     with pytest.raises(DatasetNotFoundError, match="nowhere"):
-        zoo.export_run(str(run), str(preset), data_dir=str(tmp_path / "nowhere"))
+        export_run(str(run), str(preset), data_dir=str(tmp_path / "nowhere"))
     assert {p.name: p.read_text() for p in preset.iterdir()} == before
     assert sorted(p.name for p in preset.parent.iterdir()) == ["fsnn_fmnist"]  # no staging folder left
 
-    metadata = zoo.export_run(str(run), str(preset), data_dir=shared_data("fashion_mnist"))  # a good one replaces it
+    metadata = export_run(str(run), str(preset), data_dir=shared_data("fashion_mnist"))  # a good one replaces it
     assert metadata["description"] == "the published description"
     assert sorted(p.name for p in preset.iterdir()) == ["README.md", "config.json", "metadata.json", zoo.WEIGHTS_FILE]
     assert sorted(p.name for p in preset.parent.iterdir()) == ["fsnn_fmnist"]

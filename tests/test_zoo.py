@@ -13,6 +13,7 @@ import pytest
 from data_paths import SHARED
 from keras import ops
 
+from keras_fsnn.training import evaluate_preset, load_for_evaluation
 from keras_fsnn import zoo
 from keras_fsnn.models import ARCHITECTURES, count_parameters
 
@@ -49,7 +50,7 @@ def test_architecture_has_the_papers_parameter_count(name):
 
 
 def test_list_names_every_preset_and_its_status():
-    entries = {e["name"]: e for e in zoo.list()}
+    entries = {e["name"]: e for e in zoo.list_presets()}
     assert set(entries) == set(PAPER_COUNTS)
     for entry in entries.values():
         trained = entry["metadata"].get("status") == "trained"
@@ -61,9 +62,9 @@ def test_list_names_every_preset_and_its_status():
 
 def test_zoo_is_reachable_from_the_package_as_the_readme_shows():
     """`import keras_fsnn; keras_fsnn.zoo.load(...)` in a fresh interpreter."""
-    code = "import keras_fsnn; print(len(keras_fsnn.zoo.list()), callable(keras_fsnn.zoo.load))"
+    code = "import keras_fsnn; print(len(keras_fsnn.zoo.list_presets()), callable(keras_fsnn.zoo.load))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert int(out[-2]) == len(zoo.list()) and out[-1] == "True"
+    assert int(out[-2]) == len(zoo.list_presets()) and out[-1] == "True"
 
 
 def test_unknown_name_lists_the_known_ones():
@@ -72,7 +73,7 @@ def test_unknown_name_lists_the_known_ones():
 
 
 def test_untrained_preset_refuses_pretrained_weights():
-    untrained = [e["name"] for e in zoo.list() if e["metadata"].get("status") != "trained"]
+    untrained = [e["name"] for e in zoo.list_presets() if e["metadata"].get("status") != "trained"]
     assert untrained, "every preset is trained; nothing to check here"
     with pytest.raises(zoo.PresetError, match=r"has no pretrained weights.*weights=None"):
         zoo.load(untrained[0])
@@ -105,15 +106,15 @@ def test_a_run_file_is_evaluated_with_its_own_configuration(tmp_path):
     run_model = zoo.load("fsnn_fmnist", weights=None, time_steps=2, neuron="lif", leak=0.9)
     path = str(tmp_path / "model.keras")
     run_model.save(path)
-    loaded = zoo.load_for_evaluation("fsnn_fmnist", path)
+    loaded = load_for_evaluation("fsnn_fmnist", path)
     block = [layer for layer in loaded.layers if hasattr(layer, "neuron")][0]
     assert (block.time_steps, block.neuron.name, block.neuron.leak) == (2, "lif", 0.9)
     x = np.random.default_rng(0).random((3, 28, 28, 1)).astype("float32")
     np.testing.assert_array_equal(ops.convert_to_numpy(run_model(x)), ops.convert_to_numpy(loaded(x)))
-    overridden = zoo.load_for_evaluation("fsnn_fmnist", path, time_steps=4)  # the preset's build, these weights
+    overridden = load_for_evaluation("fsnn_fmnist", path, time_steps=4)  # the preset's build, these weights
     assert [layer for layer in overridden.layers if hasattr(layer, "neuron")][0].time_steps == 4
     with pytest.raises(zoo.PresetError, match="Unknown zoo preset 'nope'"):
-        zoo.load_for_evaluation("nope", path)
+        load_for_evaluation("nope", path)
 
 
 def test_corrupted_truncated_or_missing_weights_give_clear_errors(tmp_path):
@@ -135,6 +136,40 @@ def test_corrupted_truncated_or_missing_weights_give_clear_errors(tmp_path):
     zoo.load(str(folder))  # restored: loads again
 
 
+def test_the_nmnist_preset_builds_the_solver_its_recipe_trains_with():
+    """Issue 31 bug 8: the fsnn_nmnist recipe trained with solver="fixed_point" while its
+    preset's config built Broyden."""
+    from keras_fsnn.inspection import spiking_blocks
+    from keras_fsnn.training import build_model
+
+    preset = spiking_blocks(zoo.build("fsnn_nmnist", time_steps=3))[0].backward
+    trained = spiking_blocks(build_model("fsnn_nmnist", time_steps=3))[0].backward
+    assert preset.get_config() == trained.get_config() and preset.solver == "fixed_point"
+
+
+def test_a_partial_load_is_an_error_that_changes_nothing(tmp_path):
+    """Issue 31 bug 9: Keras loads a file that lacks some layers' weights with only a warning
+    ("Affected layers will retain their freshly-initialized weights"), and a mismatched file
+    changed some weights before it raised. load_weights loads all or nothing."""
+    import h5py
+
+    from keras_fsnn.training import build_model
+
+    model = build_model("fsnn_fmnist", time_steps=2)
+    model(np.zeros((1, 28, 28, 1), "float32"))
+    path = tmp_path / "part.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path, "r+") as f:  # drop the readout's weights
+        del f["layers/dense"]
+    target = build_model("fsnn_fmnist", time_steps=2)
+    before = target.get_weights()
+    for source in (path, zoo.pretrained_weights_path(zoo.locate("fsnn_mnist"))):  # part of it; another model
+        with pytest.raises(zoo.PresetError, match="Could not load weights"):
+            zoo.load_weights(target, source)
+        for a, b in zip(before, target.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_weights_from_an_explicit_file(tmp_path):
     model, folder, x = small_preset(tmp_path)
     copy = tmp_path / "elsewhere.weights.h5"
@@ -145,16 +180,16 @@ def test_weights_from_an_explicit_file(tmp_path):
         zoo.load(str(folder), weights=str(tmp_path / "nope.weights.h5"))
 
 
-TRAINED = [e["name"] for e in zoo.list() if e["metadata"].get("status") == "trained"]
+TRAINED = [e["name"] for e in zoo.list_presets() if e["metadata"].get("status") == "trained"]
 
 
 @pytest.mark.parametrize("name", TRAINED)
 def test_trained_preset_reproduces_its_recorded_accuracy(name):
-    metadata = zoo.list()[[e["name"] for e in zoo.list()].index(name)]["metadata"]
+    metadata = zoo.list_presets()[[e["name"] for e in zoo.list_presets()].index(name)]["metadata"]
     if not os.path.isdir(os.path.join(SHARED, metadata["dataset"])):
         pytest.skip(f"{metadata['dataset']} not available in {SHARED}")
     recorded = metadata["test_slice"]
-    result = zoo.evaluate(name, data_dir=SHARED, limit=recorded["examples"])
+    result = evaluate_preset(name, data_dir=SHARED, limit=recorded["examples"])
     assert result["examples"] == recorded["examples"]
     assert abs(result["accuracy"] - recorded["accuracy"]) <= 0.01
     assert abs(result["accuracy"] - metadata["test_accuracy"]) <= 0.03  # the slice is like the full test set

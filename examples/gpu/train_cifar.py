@@ -294,12 +294,12 @@ def send(model, run_dir, out):
 
 
 def export(args):
-    """Rebuild the run from what came back, and export it as a preset (zoo.export_run)."""
+    """Rebuild the run from what came back, and export it as a preset (training.export_run)."""
     import keras
 
     import keras_fsnn  # noqa: F401
     from keras_fsnn import datasets, zoo
-    from keras_fsnn.training import build_model, evaluate
+    from keras_fsnn.training import build_model, evaluate, export_run
 
     came = args.files
     run = json.load(open(os.path.join(came, "run.json")))
@@ -325,7 +325,7 @@ def export(args):
             write_json(os.path.join(run_dir, "result.json"), result)
             note.append("The device call ended before the run finished: these are the weights after its last "
                         "finished epoch (log.csv), and the accuracy was measured afterwards, here.")
-        metadata = zoo.export_run(run_dir, args.to, data_dir=args.data_dir, note=" ".join(note) or None)
+        metadata = export_run(run_dir, args.to, data_dir=args.data_dir, note=" ".join(note) or None)
     print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
     return metadata
 

@@ -37,11 +37,22 @@ if _BACKEND == "tensorflow":
 elif _BACKEND == "jax":
     from keras_fsnn.backend.jax_backend import compiled_call, flush_reports, on_active_rows, read, report, time_loop, vjp
 else:
-    raise ImportError(
-        f"keras_fsnn supports the 'tensorflow' and 'jax' Keras backends; the active "
-        f"backend is {_BACKEND!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax."
-    )
+    # The package imports on any backend (keras_fsnn.fp, the datasets and the zoo's files
+    # need none of this); the spiking layers fail at their first use, saying why.
+    def _unsupported(*args, **kwargs):
+        raise ValueError(
+            f"keras_fsnn's spiking layers support the 'tensorflow' and 'jax' Keras backends; the active "
+            f"backend is {_BACKEND!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax (keras_fsnn.fp runs on "
+            "any backend).")
+
+    compiled_call = flush_reports = on_active_rows = read = report = time_loop = vjp = _unsupported
 
 name = _BACKEND
 
-__all__ = ["compiled_call", "flush_reports", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]
+
+def check_supported():
+    """Raise ValueError where the spiking layers cannot run (another Keras backend)."""
+    if _BACKEND not in ("tensorflow", "jax"):
+        _unsupported()
+
+__all__ = ["check_supported", "compiled_call", "flush_reports", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]

@@ -43,14 +43,21 @@ def time_loop(steps, body, state):
     # grappler's memory optimizer may rewrite a gradient's AddN of 3+ tensors inside the
     # loop (BPTT; SPIDE's backward) into a TemporaryVariable when memory looks tight, and
     # the second training step then fails with AlreadyExistsError ".../AddN/tmp_var"
-    # (TensorFlow graph mode); with a dimension unknown that rewrite is skipped.
+    # (TensorFlow graph mode); with a dimension unknown that rewrite is skipped. XLA, which
+    # has no grappler and needs static shapes (a gradient's Tile), keeps them.
     def relaxed(value):
         shape = tf.convert_to_tensor(value).shape
         return tf.TensorShape([None] + shape.as_list()[1:]) if shape.rank else shape
 
-    invariants = (tf.TensorShape([]), tf.nest.map_structure(relaxed, state))
+    options = {}
+    if not _in_xla():
+        options["shape_invariants"] = (tf.TensorShape([]), tf.nest.map_structure(relaxed, state))
     return tf.while_loop(lambda t, _: t < steps, lambda t, value: (t + 1, body(t, value)),
-                         (tf.constant(0), state), maximum_iterations=steps, shape_invariants=invariants)[1]
+                         (tf.constant(0), state), maximum_iterations=steps, **options)[1]
+
+
+def _in_xla():
+    return GraphOrParentsInXlaContext is None or GraphOrParentsInXlaContext(get_default_graph())
 
 
 def on_active_rows(fn, rows, *aligned):
@@ -60,7 +67,7 @@ def on_active_rows(fn, rows, *aligned):
     (a dynamic shape) and the silent rows are zero without being computed; when every row is
     active, fn takes them as they are. Under XLA, which needs static shapes, fn runs on
     every row."""
-    if GraphOrParentsInXlaContext is None or GraphOrParentsInXlaContext(get_default_graph()):
+    if _in_xla():
         return fn(rows, *aligned)
     batch = tf.shape(rows)[0]
     active = tf.cast(tf.where(tf.reduce_any(tf.not_equal(tf.reshape(rows, (batch, -1)), 0), axis=1)), tf.int32)

@@ -231,6 +231,8 @@ class ExactSpikingNetwork:
             raise FloatingPointError(
                 "Non-finite exact gradient: a firing time sits at a tangency of the potential (dV/dt = 0), "
                 "where it is not differentiable. Lower the learning rate.")
+        # backend tensors of the variables' dtype: the torch optimizers take no NumPy arrays
+        grads = [keras.ops.convert_to_tensor(g, dtype=v.dtype) for g, v in zip(grads, self.variables)]
         optimizer.apply_gradients(zip(grads, self.variables))
         return {"loss": loss, "accuracy": accuracy}
 

@@ -117,6 +117,7 @@ class EquilibriumLayer(keras.layers.Layer):
 
     def __init__(self, time_steps=30, neuron="if", dropout=0.0, gradient="ide", input_type="static",
                  simulation_dtype="float32", seed=None, **kwargs):
+        backend.check_supported()
         short = {key: kwargs.pop(key) for key in list(kwargs) if key in SHORT_FORMS}
         # Spike counts and membrane potentials need float32 (bfloat16 counts exactly only
         # up to 256), and the fixed-point map and the adjoint solve run in float32: the

@@ -80,8 +80,8 @@ class ImplicitStreams(EquilibriumLayer):
         time_steps, neuron (default "lif", with `leak`, `threshold`, `resting_potential`),
             dropout (variational: one mask per call, on every stage's current; a list:
             one rate per stage), gradient ("ide" with `solver`, `solver_steps`,
-            `solver_tol`, the paper's; "one_step", the released code's; "bptt"; or a
-            `BackwardMode`), input_type ("static": images (batch, H, W, C); "sequence":
+            `solver_tol`, the paper's; "one_step", the released code's; or a
+            `BackwardMode` that does not differentiate through the simulation), input_type ("static": images (batch, H, W, C); "sequence":
             (batch, T, H, W, C) spike frames, frame t driving step t of stream 1, f seeing
             their (lambda-weighted) average), simulation_dtype, seed: as in
             FeedbackSpikingBlock.
@@ -96,6 +96,11 @@ class ImplicitStreams(EquilibriumLayer):
     def __init__(self, inject, stages, transforms, downsample=(), upsample=(), fusion_layer=1, rates="average",
                  output="map", return_all=False, time_steps=30, neuron="lif", **kwargs):
         super().__init__(time_steps=time_steps, neuron=neuron, **kwargs)
+        if self.backward.through_time:
+            raise ValueError(
+                f"gradient={self.backward.name!r} differentiates through the simulation, which ImplicitStreams does not "
+                "offer: paper 003 trains MPIS implicitly; and under XLA TensorFlow cannot differentiate its "
+                "up-sampling inside the time loop. Use gradient='ide' (the paper's) or 'one_step' (the released code's).")
         inject, stages, transforms = list(inject), [list(s) for s in stages], list(transforms)
         downsample, upsample = list(downsample), list(upsample)
         n = len(inject)
