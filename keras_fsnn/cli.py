@@ -16,27 +16,32 @@ import sys
 
 
 def _add_model_flags(parser):
+    # the choices are the registries' (a user's registered neuron, solver or backward mode too)
+    from keras_fsnn import gradients, neurons, solvers
+    from keras_fsnn.layers.feedback_spiking_block import BN_STATISTICS
+    from keras_fsnn.layers.implicit_streams import RATES
+    from keras_fsnn.layers.stages import SIMULATION_DTYPES
+
     parser.add_argument("--time-steps", type=int, help="T (default: the paper's for this model)")
-    parser.add_argument("--neuron", choices=["if", "lif"])
+    parser.add_argument("--neuron", choices=list(neurons.NEURONS))
     parser.add_argument("--leak", type=float)
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--dropout", type=float)
-    # spelled out so that parsing imports no Keras; a test keeps it equal to solvers.SOLVERS
-    parser.add_argument("--solver", choices=["broyden", "fixed_point", "gmres"],
+    parser.add_argument("--solver", choices=list(solvers.SOLVERS),
                         help="adjoint solver (default: broyden, the paper's; gmres: fewer, cheaper "
                              "iterations where J^T acts per sample, see docs/ide.md)")
     parser.add_argument("--solver-steps", type=int)
     parser.add_argument("--solver-tol", type=float,
                         help="relative residual at which the adjoint solve stops early (default 1e-5)")
-    parser.add_argument("--bn-statistics", choices=["paper", "released_code"],
+    parser.add_argument("--bn-statistics", choices=list(BN_STATISTICS),
                         help="batch-norm statistics: the paper's (default) or the released code's")
-    parser.add_argument("--gradient", choices=["ide", "one_step", "bptt", "spide"],
+    parser.add_argument("--gradient", choices=list(gradients.GRADIENTS),
                         help="backward mode (default: the model's; MPIS: one_step = the released code's)")
-    parser.add_argument("--rates", choices=["average", "first_step"],
+    parser.add_argument("--rates", choices=list(RATES),
                         help="MPIS models: average rates (paper) or first-step spikes (released code)")
     parser.add_argument("--backward-time-steps", type=int, help="SPIDE models: T_B of the spiking backward stage")
     parser.add_argument("--backward-scale", type=float, help="SPIDE models: the loss scale s (gain on dL/da)")
-    parser.add_argument("--simulation-dtype", choices=["float32", "bfloat16"],
+    parser.add_argument("--simulation-dtype", choices=list(SIMULATION_DTYPES),
                         help="precision of the spike simulations' currents (bfloat16: faster on CPUs/GPUs with "
                              "bfloat16 units; potentials, rates and gradients stay float32)")
 
@@ -69,11 +74,15 @@ def train_command(name, recipe_overrides, model_overrides, seed=0):
 
 
 def build_parser():
+    from keras_fsnn import zoo
+    from keras_fsnn.training.recipes import RECIPES
+    from keras_fsnn.tuner.search import FAMILIES
+
     parser = argparse.ArgumentParser(prog="keras-fsnn", description="Feedback spiking networks (IDE) for Keras.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a zoo model with its paper recipe")
-    train.add_argument("name")
+    train.add_argument("name", choices=list(RECIPES), metavar="NAME", help=f"a recipe: {', '.join(RECIPES)}")
     train.add_argument("--data-dir", help="folder with the dataset files (default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
     train.add_argument("--output-dir", help="run folder (default: runs/NAME)")
     train.add_argument("--resume", action="store_true", help="continue the interrupted run in --output-dir")
@@ -108,7 +117,7 @@ def build_parser():
     _add_model_flags(train)
 
     evaluate = commands.add_parser("eval", help="evaluate a zoo model: accuracy, firing rates, residual")
-    evaluate.add_argument("name")
+    evaluate.add_argument("name", help=f"a preset ({', '.join(zoo.names())}) or a preset folder")
     evaluate.add_argument("--weights", default="pretrained", help="'pretrained', or a .keras / .weights.h5 file")
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--limit", type=int, help="evaluate on the first N test examples")
@@ -120,7 +129,7 @@ def build_parser():
     commands.add_parser("list", help="list the zoo presets and their status")
 
     tune = commands.add_parser("tune", help="search hyperparameters with keras-tuner (needs keras-fsnn[tune])")
-    tune.add_argument("family", choices=["fsnn", "alexnet_f", "cifarnet_f"])
+    tune.add_argument("family", choices=list(FAMILIES))
     tune.add_argument("--dataset", default="digits",
                       help="digits (embedded), mnist, fashion_mnist, cifar10 or cifar100 (default: digits)")
     tune.add_argument("--layer", choices=["dense", "conv"], default="dense", help="for the fsnn family")

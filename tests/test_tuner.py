@@ -230,3 +230,22 @@ def test_tune_command_prints_the_best_trial_and_its_firing_rate(tmp_path, capsys
               "--set", "units=32:64:32", "--set", "solver_steps=10", "--directory", str(tmp_path), "--verbose", "0"])
     out = capsys.readouterr().out
     assert "best trial" in out and "average firing rate" in out and "val_accuracy_within_rate" in out
+
+
+def test_the_tune_command_searches_the_mpis_family_and_its_lists_come_from_the_registries(tmp_path, capsys):
+    """`keras-fsnn tune mpis` (HyperMPIS); the command's choices of neuron, solver, gradient
+    and family are the registries'."""
+    from keras_fsnn import gradients, neurons, solvers
+    from keras_fsnn.tuner.search import FAMILIES
+
+    cli.main(["tune", "mpis", "--dataset", "digits", "--max-trials", "2", "--epochs", "1", "--limit", "200",
+              "--set", "time_steps=3", "--set", "width=0.5", "--set", "num_streams=2", "--set", "gradient=ide,one_step",
+              "--directory", str(tmp_path), "--verbose", "0"])
+    out = capsys.readouterr().out
+    assert "best trial" in out and "num_streams" in out
+    actions = {a.dest: a for a in cli.build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    assert list(actions["neuron"].choices) == list(neurons.NEURONS)
+    assert list(actions["solver"].choices) == list(solvers.SOLVERS)
+    assert list(actions["gradient"].choices) == list(gradients.GRADIENTS)
+    tune_actions = {a.dest: a for a in cli.build_parser()._subparsers._group_actions[0].choices["tune"]._actions}
+    assert list(tune_actions["family"].choices) == list(FAMILIES)

@@ -208,8 +208,9 @@ class HyperMPIS(FSNNHyperModel):
             self.input_shape, self.num_classes, channels, self.strides, num_streams=values["num_streams"],
             fusion_layer=fusion, normalization=self.normalization, name="hyper_mpis",
             time_steps=values["time_steps"], neuron=values["neuron"], leak=values["leak"],
-            threshold=values["threshold"], dropout=values["dropout"], solver=values["solver"],
-            solver_steps=values["solver_steps"], gradient=values["gradient"], seed=seed)
+            threshold=values["threshold"], dropout=values["dropout"], gradient=values["gradient"], seed=seed,
+            # the solver's options are the implicit gradient's: the one-step gradient takes none
+            **({"solver": values["solver"], "solver_steps": values["solver_steps"]} if values["gradient"] == "ide" else {}))
 
 
 def _shape(argument, shape, min_rank):

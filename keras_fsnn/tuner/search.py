@@ -15,7 +15,7 @@ from keras_fsnn import datasets, validation
 from keras_fsnn.metrics import spiking_activity
 from keras_fsnn.models import feedback_networks as networks
 
-FAMILIES = {"fsnn": "fsnn", "alexnet_f": "alexnet_f", "cifarnet_f": "cifarnet_f"}
+FAMILIES = {"fsnn": "fsnn", "alexnet_f": "alexnet_f", "cifarnet_f": "cifarnet_f", "mpis": "mpis"}
 TUNERS = {"random": "random", "bayesian": "bayesian", "hyperband": "hyperband"}
 OBJECTIVES = {
     "accuracy": ("val_accuracy", "max"),
@@ -33,14 +33,14 @@ NORMALIZATION = {
 
 
 def make_hypermodel(family, dataset, layer="dense", **kwargs):
-    from keras_fsnn.tuner import HyperAlexNetF, HyperCIFARNetF, HyperFSNN
+    from keras_fsnn.tuner import HyperAlexNetF, HyperCIFARNetF, HyperFSNN, HyperMPIS
 
     family = validation.choose("family", family, FAMILIES)
     info = validation.choose("dataset", dataset, {k: datasets.DATASETS[k] for k in NORMALIZATION})
     common = dict(input_shape=info.shape, num_classes=info.num_classes, normalization=NORMALIZATION[info.name])
     if family == "fsnn":
         return HyperFSNN(layer=layer, **common, **kwargs)
-    return {"alexnet_f": HyperAlexNetF, "cifarnet_f": HyperCIFARNetF}[family](**common, **kwargs)
+    return {"alexnet_f": HyperAlexNetF, "cifarnet_f": HyperCIFARNetF, "mpis": HyperMPIS}[family](**common, **kwargs)
 
 
 def make_tuner(hypermodel, tuner="random", objective="accuracy", max_trials=10, epochs=3, seed=0,

@@ -16,7 +16,7 @@ in a `keras_tuner.HyperParameters` passed to the tuner; the first declaration wi
 import numbers
 from dataclasses import dataclass
 
-from keras_fsnn import solvers, validation
+from keras_fsnn import gradients, neurons, solvers, validation
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ class Dimension:
 
 COMMON = {
     "time_steps": Dimension("int", (5, 30, 5, "linear"), low=1, help="T, simulation steps"),
-    "neuron": Dimension("choice", ["if", "lif"], choices=("if", "lif"), help="neuron model"),
+    # the allowed choices are the registries' (read when this module is imported)
+    "neuron": Dimension("choice", ["if", "lif"], choices=tuple(neurons.NEURONS), help="neuron model"),
     "leak": Dimension("float", (0.8, 1.0, 0.05, "linear"), low=0.0, high=1.0, low_open=True,
                       help="LIF leak lambda (only when neuron='lif')"),
     "threshold": Dimension("float", (1.0, 3.0, 0.5, "linear"), low=0.0, low_open=True, help="V_th"),
@@ -79,7 +80,9 @@ WIDTHS = {
                            help="multiplier of every stream's channels"),
         "num_streams": Dimension("choice", [1, 2], choices=(1, 2, 3), help="parallel implicit streams"),
         "fusion_layer": Dimension("choice", [1, 2], choices=(1, 2), help="layer after which streams fuse"),
-        "gradient": Dimension("choice", ["ide", "one_step"], choices=("ide", "one_step"),
+        "gradient": Dimension("choice", ["ide", "one_step"],
+                              choices=tuple(name for name, mode in gradients.GRADIENTS.items()
+                                            if not mode.through_time and name != "spide"),  # what MPIS takes
                               help="implicit or one-step (Jacobian-free) gradient"),
     },
 }
