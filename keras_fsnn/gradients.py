@@ -23,7 +23,7 @@ import copy
 import keras
 from keras import ops
 
-from keras_fsnn import backend, neurons, solvers, surrogates, validation
+from keras_fsnn import backend, neurons, options, solvers, surrogates, validation
 from keras_fsnn.diagnostics import FIELDS
 
 
@@ -377,43 +377,22 @@ SHORT_FORMS = tuple(key for mode in GRADIENTS.values() for key in mode.short_for
 def register_gradient(name, package="keras_fsnn_user"):
     """Class decorator: make a `BackwardMode` subclass known as `gradient=name` to every
     layer (and serialisable under `package`, so `.keras` files holding it load)."""
-    name = str(name).lower()
-
-    def register(cls):
-        if not (isinstance(cls, type) and issubclass(cls, BackwardMode)):
-            raise TypeError(f"register_gradient({name!r}) needs a subclass of keras_fsnn.gradients.BackwardMode; "
-                            f"received {cls!r}.")
-        if name in GRADIENTS and GRADIENTS[name] is not cls:
-            raise ValueError(f"A backward mode named {name!r} is registered already ({GRADIENTS[name].__name__}).")
-        cls.name = name
-        GRADIENTS[name] = keras.saving.register_keras_serializable(package=package)(cls)
-        return cls
-
-    return register
+    return options.registrar(GRADIENTS, BackwardMode, "backward mode", name, package)
 
 
 def get(identifier, **short):
     """The backward mode `identifier` names: a registered name ("ide", "bptt", "one_step",
     "spide", ...) built from the layer's short-form arguments in `short` (None: not given;
-    e.g. solver="gmres" for "ide"), a `BackwardMode` instance or its config. A short form
-    the mode does not take raises ValueError naming it; so does any with an instance."""
-    given = {k: v for k, v in short.items() if v is not None}
-    if isinstance(identifier, str):
-        cls = validation.choose("gradient", identifier, GRADIENTS)
+    e.g. solver="gmres" for "ide"), a `BackwardMode` instance or its config
+    (`keras_fsnn.options`). A short form the mode does not take raises ValueError naming it."""
+
+    def build(cls, given):
         for argument, value in given.items():
             if argument not in cls.short_forms:
                 users = [n for n, mode in GRADIENTS.items() if argument in mode.short_forms]
                 where = f"applies to gradient={users[0]!r} only" if len(users) == 1 else "is not a layer argument"
                 raise ValueError(f"Argument `{argument}` {where}; received {argument}={value!r} with "
-                                 f"gradient={identifier!r}.")
+                                 f"gradient={cls.name!r}.")
         return cls(**{cls.short_forms[k]: v for k, v in given.items()})
-    if isinstance(identifier, dict):
-        identifier = keras.saving.deserialize_keras_object(identifier)
-    if not isinstance(identifier, BackwardMode):
-        raise TypeError(f"Argument `gradient` must be a backward mode name ({', '.join(map(repr, GRADIENTS))}), a "
-                        f"keras_fsnn.gradients.BackwardMode or its config; received gradient={identifier!r}.")
-    if given:
-        argument, value = next(iter(given.items()))
-        raise ValueError(f"Argument `{argument}`={value!r} configures a named backward mode; the mode {identifier!r} "
-                         "is given as an object: set it there.")
-    return identifier
+
+    return options.resolve("gradient", identifier, GRADIENTS, BackwardMode, "backward mode", short, build)

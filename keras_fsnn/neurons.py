@@ -26,7 +26,7 @@ subclasses `Neuron` (its step, its rate map and that map's slope) and is made kn
 import keras
 from keras import ops
 
-from keras_fsnn import validation
+from keras_fsnn import options, validation
 
 
 class Neuron:
@@ -157,40 +157,15 @@ def register_neuron(name, package="keras_fsnn_user"):
         @keras_fsnn.neurons.register_neuron("adaptive")
         class Adaptive(keras_fsnn.neurons.Neuron): ...
     """
-    name = str(name).lower()
-
-    def register(cls):
-        if not (isinstance(cls, type) and issubclass(cls, Neuron)):
-            raise TypeError(f"register_neuron({name!r}) needs a subclass of keras_fsnn.neurons.Neuron; received {cls!r}.")
-        if name in NEURONS and NEURONS[name] is not cls:
-            raise ValueError(f"A neuron named {name!r} is registered already ({NEURONS[name].__name__}).")
-        cls.name = name
-        NEURONS[name] = keras.saving.register_keras_serializable(package=package)(cls)
-        return cls
-
-    return register
+    return options.registrar(NEURONS, Neuron, "neuron", name, package)
 
 
 def get(identifier, leak=None, threshold=None, resting_potential=None):
     """The neuron `identifier` names: a registered name ("if", "lif", ...) built with the
     short forms given (None: the neuron's default), a `Neuron` instance, or its
-    `keras.saving.serialize_keras_object` config. Short forms with an instance or a config
-    are an error: they would be ignored."""
-    short = {k: v for k, v in (("leak", leak), ("threshold", threshold), ("resting_potential", resting_potential))
-             if v is not None}
-    if isinstance(identifier, str):
-        cls = validation.choose("neuron", identifier, NEURONS)
-        return cls(**short)
-    if isinstance(identifier, dict):
-        identifier = keras.saving.deserialize_keras_object(identifier)
-    if not isinstance(identifier, Neuron):
-        raise TypeError(f"Argument `neuron` must be a neuron name ({', '.join(map(repr, NEURONS))}), a "
-                        f"keras_fsnn.neurons.Neuron or its config; received neuron={identifier!r}.")
-    if short:
-        argument, value = next(iter(short.items()))
-        raise ValueError(f"Argument `{argument}`={value!r} builds a named neuron; the neuron {identifier!r} is given "
-                         "as an object: set it there.")
-    return identifier
+    `keras.saving.serialize_keras_object` config (`keras_fsnn.options`)."""
+    short = {"leak": leak, "threshold": threshold, "resting_potential": resting_potential}
+    return options.resolve("neuron", identifier, NEURONS, Neuron, "neuron", short, lambda cls, given: cls(**given))
 
 
 def get_neuron(name, leak=None, threshold=2.0, resting_potential=0.0):

@@ -59,3 +59,17 @@ def cosine(a, b):
 def _seed():
     keras.utils.set_random_seed(1234)
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption("--shard", default=None, metavar="I/N",
+                     help="run only the collected tests k with k % N == I (test_other_backend splits its rerun)")
+
+
+def pytest_collection_modifyitems(config, items):
+    shard = config.getoption("--shard")
+    if shard:
+        index, count = (int(part) for part in shard.split("/"))
+        kept = [item for k, item in enumerate(items) if k % count == index]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept

@@ -8,7 +8,8 @@ from keras import ops
 from keras_fsnn import FeedbackSpikingBlock
 from keras_fsnn.energy import DEVICES, energy_report, synaptic_operations
 
-pytestmark = pytest.mark.backend  # also run under the other backend
+# SynOps use keras.ops and simulate() (whose compiled call is tested on both backends in
+# test_equilibrium): nothing here differs by backend
 
 
 def test_dense_block_synops_are_spike_counts_times_fanout():

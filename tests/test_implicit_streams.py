@@ -157,7 +157,6 @@ def test_bad_arguments_fail_at_construction_or_build():
         layer.build((None, 8, 8, 2))
 
 
-@pytest.mark.backend
 def test_sequence_input_of_identical_frames_equals_the_static_image():
     static = two_streams(time_steps=12)
     sequence = two_streams((None, 12, 8, 8, 2), time_steps=12, input_type="sequence")
@@ -224,7 +223,6 @@ def test_equilibrium_monitor_logs_every_stream(gradient, tmp_path):
     assert open(monitor.plot(str(tmp_path / "streams.png")), "rb").read(4) == b"\x89PNG"
 
 
-@pytest.mark.backend
 def test_dropout_rng_state_survives_a_keras_file(tmp_path):
     """Issue 31 bug 1: the dropout RNG state was not saved, so a resumed MPIS run with
     dropout drew other masks than an uninterrupted one."""
@@ -242,7 +240,6 @@ def test_dropout_rng_state_survives_a_keras_file(tmp_path):
     assert loaded.train_on_batch(x[:4], y[:4]) == pytest.approx(model.train_on_batch(x[:4], y[:4]), rel=1e-6)
 
 
-@pytest.mark.backend
 def test_a_stage_used_twice_trains_with_dropout_and_round_trips(tmp_path):
     """Issue 31 bug 4: the class docstring's `transforms=[Conv2D(...)] * 2` built and ran
     inference, but training with dropout failed (a stage's index kept its last position,

@@ -89,7 +89,7 @@ def test_a_backward_mode_is_a_name_with_short_forms_a_config_or_an_instance():
     assert gradients.get("bptt", surrogate="triangle").get_config() == {"surrogate": "triangle", "width": 1.0}
     with pytest.raises(ValueError, match="`solver_memory`=4: solver='fixed_point' keeps no memory"):
         gradients.get("ide", solver="fixed_point", solver_memory=4)
-    with pytest.raises(ValueError, match="`solver_steps`=5 configures a named backward mode"):
+    with pytest.raises(ValueError, match="`solver_steps`=5 builds a named backward mode"):
         gradients.get(gradients.OneStep(), solver_steps=5)
     with pytest.raises(ValueError, match="`backward_scale` applies to gradient='spide' only"):
         gradients.get("one_step", backward_scale=3.0)

@@ -238,8 +238,8 @@ def test_the_tune_command_searches_the_mpis_family_and_its_lists_come_from_the_r
     from keras_fsnn import gradients, neurons, solvers
     from keras_fsnn.tuner.search import FAMILIES
 
-    cli.main(["tune", "mpis", "--dataset", "digits", "--max-trials", "2", "--epochs", "1", "--limit", "200",
-              "--set", "time_steps=3", "--set", "width=0.5", "--set", "num_streams=2", "--set", "gradient=ide,one_step",
+    cli.main(["tune", "mpis", "--dataset", "digits", "--max-trials", "1", "--epochs", "1", "--limit", "120",
+              "--set", "time_steps=3", "--set", "width=0.5", "--set", "num_streams=2", "--set", "gradient=one_step",
               "--directory", str(tmp_path), "--verbose", "0"])
     out = capsys.readouterr().out
     assert "best trial" in out and "num_streams" in out
