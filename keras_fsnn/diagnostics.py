@@ -32,7 +32,7 @@ class BackwardReport:
 
     def store(self, *values):
         self._host = [kind(np.asarray(v)) for kind, v in zip(KINDS, values)]
-        update = np.array([1.0] + [float(v) for v in self._host] + [0.0] * (4 - len(self._host)))
+        update = np.array(self.sum_update([float(v) for v in self._host]))
         self._host_sums = update if self._host_sums is None else self._host_sums + update
 
     def sum_update(self, values):

@@ -295,10 +295,7 @@ def send(model, run_dir, out):
 
 def export(args):
     """Rebuild the run from what came back, and export it as a preset (training.export_run)."""
-    import keras
-
-    import keras_fsnn  # noqa: F401
-    from keras_fsnn import datasets, zoo
+    from keras_fsnn import datasets
     from keras_fsnn.training import build_model, evaluate, export_run
 
     came = args.files

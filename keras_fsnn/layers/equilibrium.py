@@ -217,7 +217,7 @@ class EquilibriumLayer(keras.layers.Layer):
         # rates, forward residual and the number of training calls, summed over an epoch
         # on the device (EquilibriumMonitor reads them once per epoch)
         self._epoch_sums = diagnostic_variable(self, "epoch_sums", (len(self._layer_shapes) + 2,))
-        self._unsaved = [self._backward_report.sums, self._epoch_sums]
+        self._accumulators = [self._backward_report.sums, self._epoch_sums]
 
     # ------------------------------------------------------------------ pieces
 
@@ -424,7 +424,7 @@ class EquilibriumLayer(keras.layers.Layer):
         """The variables every weights file holds (the epoch accumulators, added later, are
         written after the RNG state, and files without them still load)."""
         return [v for v in self._trainable_variables + self._non_trainable_variables
-                if not any(v is u for u in getattr(self, "_unsaved", []))]
+                if not any(v is u for u in getattr(self, "_accumulators", []))]
 
     def save_own_variables(self, store):
         # The dropout RNG state is saved too, so a resumed run draws the masks an
@@ -433,11 +433,11 @@ class EquilibriumLayer(keras.layers.Layer):
         for i, variable in enumerate(saved):
             store[str(i)] = variable
         store[str(len(saved))] = ops.convert_to_numpy(self.seed_generator.state)
-        for i, variable in enumerate(getattr(self, "_unsaved", []), start=len(saved) + 1):
+        for i, variable in enumerate(getattr(self, "_accumulators", []), start=len(saved) + 1):
             store[str(i)] = variable
 
     def load_own_variables(self, store):
-        saved, extra = self._saved_variables(), getattr(self, "_unsaved", [])
+        saved, extra = self._saved_variables(), getattr(self, "_accumulators", [])
         keys = set(store.keys())
         expected = {str(i) for i in range(len(saved))}
         optional = {str(i) for i in range(len(saved), len(saved) + 1 + len(extra))}
