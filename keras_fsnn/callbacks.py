@@ -37,12 +37,22 @@ class EquilibriumMonitor(keras.callbacks.Callback):
     names the layer, the epoch and how many batches failed. `raise_on_divergence=True`
     checks after every batch instead (one copy to the host per batch) and stops training
     with a `RuntimeError` naming the batch.
+
+    Non-finite data: a training sample whose input or currents held a NaN or +-inf makes
+    the step's loss NaN and leaves every weight finite (`EquilibriumLayer.call`); at the
+    end of that epoch (after that batch with `raise_on_divergence=True`) the monitor raises
+    a `RuntimeError` naming the layer, the epoch, the first such batch and how many samples
+    were affected (`raise_on_nonfinite=False`: a `RuntimeWarning` instead). The epoch logs
+    carry `name/nonfinite_samples`.
     """
 
-    def __init__(self, probe=None, raise_on_divergence=False):
+    def __init__(self, probe=None, raise_on_divergence=False, raise_on_nonfinite=True):
         super().__init__()
+        from keras_fsnn import validation
+
         self.probe = probe
-        self.raise_on_divergence = raise_on_divergence
+        self.raise_on_divergence = validation.boolean("raise_on_divergence", raise_on_divergence)
+        self.raise_on_nonfinite = validation.boolean("raise_on_nonfinite", raise_on_nonfinite)
         self.curves = {}
         self._epoch = 0
         self._layers = None
@@ -61,6 +71,8 @@ class EquilibriumMonitor(keras.callbacks.Callback):
             return
         for layer in spiking_layers(self.model):
             d = layer.diagnostics()
+            if d["nonfinite_samples"]:
+                raise RuntimeError(self._nonfinite_message(layer, d["nonfinite_samples"], batch + 1))
             if d["backward_failed"] or not all(math.isfinite(v) for k, v in d.items() if k.startswith("rate_")):
                 raise RuntimeError(self._message(layer, f"batch {batch}", d))
 
@@ -69,6 +81,13 @@ class EquilibriumMonitor(keras.callbacks.Callback):
                 f"residual {d['backward_residual']:.3g} after {d['backward_iterations']:.3g} iterations, firing rates "
                 f"{[round(v, 4) for k, v in d.items() if k.startswith('rate_')]}. Try more solver_steps, a smaller "
                 "norm_bound or learning rate, or spectral_norm=True.")
+
+    def _nonfinite_message(self, layer, samples, batch):
+        return (f"{type(layer).__name__} '{layer.name}' received non-finite values at epoch {self._epoch + 1}: "
+                f"{samples} training sample(s) had a NaN or infinite input or current, the first in batch "
+                f"{batch} of the epoch (counted from 1). Their outputs were 0 with no gradient, the loss was "
+                "NaN, and they reached no gradient. Check the data (e.g. "
+                "numpy.isfinite(x).all()) or, for finite inputs, the scale of the inputs and weights.")
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None:
@@ -79,6 +98,12 @@ class EquilibriumMonitor(keras.callbacks.Callback):
                 means = {key: value for key, value in layer.diagnostics().items() if key != "backward_failed"}
             failures = means.pop("backward_failures", 0)
             batches = means.pop("training_batches", 0)
+            first = means.pop("first_nonfinite_batch", 0)
+            if means.get("nonfinite_samples"):
+                message = self._nonfinite_message(layer, means["nonfinite_samples"], first)
+                if self.raise_on_nonfinite:
+                    raise RuntimeError(message)
+                warnings.warn(message, RuntimeWarning, stacklevel=2)
             for key, value in means.items():
                 logs[f"{layer.name}/{key}"] = value
             rates_ok = all(math.isfinite(v) for k, v in means.items() if k.startswith("rate_"))

@@ -29,6 +29,10 @@ from keras import ops
 from keras_fsnn import options, validation
 
 
+FLOAT32_TINY = 1.1754943508222875e-38  # numpy.finfo("float32").tiny: below it 1 / x overflows
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 class Neuron:
     """An integrate-and-fire neuron: leak lambda in (0, 1], threshold V_th and resting
     potential u_rest (a spike subtracts V_th - u_rest). Subclass it for another model and
@@ -52,11 +56,12 @@ class Neuron:
         self.leak = validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
         self.threshold = validation.number("threshold", threshold)
         self.resting_potential = validation.number("resting_potential", resting_potential)
-        if not self.threshold > self.resting_potential:
+        if not FLOAT32_TINY <= self.threshold - self.resting_potential <= FLOAT32_MAX:
             raise ValueError(
-                "Argument `threshold` must be greater than `resting_potential` (the reset "
-                f"subtracts threshold - resting_potential > 0); received threshold={threshold!r}, "
-                f"resting_potential={resting_potential!r}.")
+                "Argument `threshold` must be greater than `resting_potential`, by at least float32's "
+                f"smallest normal number {FLOAT32_TINY:.7g} and at most its largest {FLOAT32_MAX:.7g} (the reset "
+                "subtracts threshold - resting_potential, and the rate map divides by it, in float32); "
+                f"received threshold={threshold!r}, resting_potential={resting_potential!r}.")
 
     @property
     def reset_amount(self):

@@ -31,7 +31,7 @@ def make(**overrides):
         ({"solver_steps": 0}, ValueError, r"`solver_steps` must be an integer >= 1; received solver_steps=0"),
         ({"gradient": "magic"}, ValueError, r"`gradient` must be one of 'ide', 'bptt', 'one_step', 'spide'.*; received gradient='magic'"),
         ({"gradient": "bptt", "surrogate": "erf"}, ValueError, r"`surrogate` must be one of 'rectangular', 'triangle', 'sigmoid'; received surrogate='erf'"),
-        ({"gradient": "bptt", "surrogate_width": 0.0}, ValueError, r"`surrogate_width` must lie in \(0.0, inf\]; received surrogate_width=0.0"),
+        ({"gradient": "bptt", "surrogate_width": 0.0}, ValueError, r"`surrogate_width` must lie in \(0.0, inf\); received surrogate_width=0.0"),
         ({"gradient": "ide", "surrogate": "rectangular"}, ValueError, r"`surrogate` applies to gradient='bptt' only"),
         # issue 31 bug 2: options of another mode were accepted and stored in get_config
         ({"gradient": "bptt", "solver": "newton"}, ValueError, r"`solver` applies to gradient='ide' only; received solver='newton' with gradient='bptt'"),
@@ -42,7 +42,7 @@ def make(**overrides):
         # issue 31 bug 3: frobenius_norm was not checked when spectral_norm=False, and switched the restriction on
         ({"spectral_norm": False, "frobenius_norm": "no"}, TypeError, r"`frobenius_norm` must be True or False; received frobenius_norm='no'"),
         ({"dropout": 1.0}, ValueError, r"`dropout` must lie in \[0.0, 1.0\); received dropout=1.0"),
-        ({"norm_bound": 0.0}, ValueError, r"`norm_bound` must lie in \(0.0, inf\]; received norm_bound=0.0"),
+        ({"norm_bound": 0.0}, ValueError, r"`norm_bound` must lie in \(0.0, inf\); received norm_bound=0.0"),
         ({"spectral_norm": "yes"}, TypeError, r"`spectral_norm` must be True or False; received spectral_norm='yes'"),
         ({"input_type": "video"}, ValueError, r"`input_type` must be one of 'static', 'sequence'; received input_type='video'"),
         ({"forward": []}, TypeError, r"`forward` must be a Keras layer or a non-empty list"),
@@ -50,6 +50,14 @@ def make(**overrides):
         ({"feedback": "dense"}, TypeError, r"`feedback` must be a Keras layer; received feedback='dense'"),
         ({"forward": [keras.Sequential([keras.layers.Dense(16), keras.layers.Dropout(0.2)])]}, ValueError,
          r"`forward\[0\]` contains a Dropout layer.*use the block's `dropout`"),
+        # issue 32 item 5: an infinite threshold, and a reset below float32's normal range
+        # (1 / (V_th - u_rest) overflows: NaN gradients), were accepted
+        ({"threshold": float("inf")}, ValueError, r"`threshold` must be a finite number; received threshold=inf"),
+        ({"resting_potential": float("-inf")}, ValueError, r"`resting_potential` must be a finite number"),
+        ({"threshold": 1e-45}, ValueError, r"`threshold` must be greater than `resting_potential`, by at least "
+                                           r"float32's smallest normal number 1.175494e-38.*threshold=1e-45"),
+        ({"threshold": 3e38, "resting_potential": -3e38}, ValueError, r"at most its largest 3.402823e\+38"),
+        ({"norm_bound": float("inf")}, ValueError, r"`norm_bound` must be a finite number; received norm_bound=inf"),
     ],
 )
 def test_invalid_argument_is_rejected_at_construction(overrides, error, pattern):
@@ -87,3 +95,44 @@ def test_stage_that_cannot_take_the_input_names_itself():
     block = make(forward=[keras.layers.Conv2D(4, 3)], feedback=keras.layers.Conv2D(4, 3))
     with pytest.raises(ValueError, match=r"`forward\[0\]` \(Conv2D\) cannot take an input of shape \(None, 5\)"):
         block.build((None, 5))
+
+
+# issue 32 item 5: layer inputs that failed deep inside a backend op or with an AttributeError
+
+
+def test_an_input_of_another_shape_than_the_built_one_is_refused_by_name():
+    block = make()
+    block(np.zeros((2, 8), "float32"))
+    with pytest.raises(ValueError, match=r"layer 'feedback_spiking_block.*' is incompatible with the layer: "
+                                         r"expected shape=\(None, 8\), found shape=\(2, 9\)"):
+        block(np.zeros((2, 9), "float32"))
+
+
+@pytest.mark.parametrize("layer", ["block", "couple"])
+def test_string_inputs_are_refused_with_their_dtype(layer):
+    from keras_fsnn import TernaryCouple
+
+    spiking = make() if layer == "block" else TernaryCouple()
+    with pytest.raises(TypeError, match=r"takes numeric inputs .*received inputs of dtype 'str"):
+        spiking(np.array([[["a"] * 8] * 3] * 2) if layer == "couple" else np.array([["a"] * 8] * 2))
+
+
+def test_integer_inputs_are_taken():
+    out = make()(np.ones((2, 8), "uint8"))
+    assert out.shape == (2, 16)
+
+
+def test_diagnostics_before_the_first_call_say_so():
+    with pytest.raises(ValueError, match=r"Layer 'feedback_spiking_block.*' has not been called yet"):
+        make().diagnostics()
+
+
+@pytest.mark.parametrize("argument", ["inject", "stages", "transforms", "downsample"])
+def test_implicit_streams_stage_lists_must_be_lists(argument):
+    from keras_fsnn import ImplicitStreams
+
+    kwargs = dict(inject=[keras.layers.Conv2D(4, 3, padding="same")], stages=[[]],
+                  transforms=[keras.layers.Conv2D(4, 3, padding="same")])
+    kwargs[argument] = None
+    with pytest.raises(TypeError, match=rf"`{argument}` must be a list.*; received {argument}=None"):
+        ImplicitStreams(**kwargs)

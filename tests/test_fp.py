@@ -332,13 +332,13 @@ def test_surrogate_losses():
     "kwargs,error,pattern",
     [
         ({"alpha": 1.0, "beta": 1.0}, ValueError, r"`alpha` \(synaptic rate\) and `beta` \(membrane rate\) must differ"),
-        ({"alpha": 0.0}, ValueError, r"`alpha` must lie in \(0.0, inf\]; received alpha=0.0"),
-        ({"theta": -1.0}, ValueError, r"`theta` must lie in \(0.0, inf\]; received theta=-1.0"),
+        ({"alpha": 0.0}, ValueError, r"`alpha` must lie in \(0.0, inf\); received alpha=0.0"),
+        ({"theta": -1.0}, ValueError, r"`theta` must lie in \(0.0, inf\); received theta=-1.0"),
         ({"t_max": 1000.0}, ValueError, r"`t_max` is too long.*t_max=1000.0"),
         ({"layer_sizes": [4]}, ValueError, r"`layer_sizes` must be a list of at least two"),
         ({"layer_sizes": [4, 0, 3]}, ValueError, r"`layer_sizes\[1\]` must be an integer >= 1; received layer_sizes\[1\]=0"),
         ({"weight_init": [(1.0, 0.1)]}, ValueError, r"`weight_init` must give one \(mean, std\) pair per weight layer \(2"),
-        ({"weight_init": [(1.0, -0.1), (1.0, 0.1)]}, ValueError, r"`weight_init\[0\]\[1\]` must lie in \[0.0, inf\]"),
+        ({"weight_init": [(1.0, -0.1), (1.0, 0.1)]}, ValueError, r"`weight_init\[0\]\[1\]` must lie in \[0.0, inf\)"),
         ({"loss": "mse"}, TypeError, r"`loss` must be a keras_fsnn.fp.FirstSpikeCrossEntropy"),
         ({"own_spike_terms": 1}, TypeError, r"`own_spike_terms` must be True or False"),
     ],
@@ -368,7 +368,7 @@ def test_bad_data_and_loss_arguments():
         net.fit([[0.0, 1.0]], [0], epochs=1)
     with pytest.raises(ValueError, match=r"`regulariser` must be one of 'add', 'subtract'; received regulariser='both'"):
         FirstSpikeCrossEntropy(regulariser="both")
-    with pytest.raises(ValueError, match=r"`tau0` must lie in \(0.0, inf\]; received tau0=0"):
+    with pytest.raises(ValueError, match=r"`tau0` must lie in \(0.0, inf\); received tau0=0"):
         FirstSpikeCrossEntropy(tau0=0)
     with pytest.raises(ValueError, match=r"`weights` must have shape \(N_in, N_out\) with N_in=2"):
         simulation.simulate_layer([[0.0, 1.0]], np.ones((3, 2)), 1.0, 0.5, 1.0, 2.0)

@@ -100,7 +100,8 @@ def test_conv_multilayer_gradient_with_bn_and_dropout_equals_unrolled_autodiff(s
     assert np.abs(gap).max() < 1e-5  # converged to float32 precision
     fixed = ops.convert_to_numpy(a)
     assert 0.05 < np.mean((fixed > 0) & (fixed < 1))
-    block._simulate = lambda x_, params_, masks_, **options: ([ops.convert_to_tensor(fixed)] * 2, None)
+    block._simulate = lambda x_, params_, masks_, **options: ([ops.convert_to_tensor(fixed)] * 2, None,
+                                                            np.zeros(len(fixed), bool))
 
     variables = list(block.trainable_variables)
     _, implicit = value_and_grads(lambda: ops.sum(block(x, training=True) * c), variables)

@@ -68,7 +68,8 @@ def test_joint_implicit_gradient_equals_unrolled_autodiff(solver):
     assert 0.05 < np.mean((fixed > 0) & (fixed < 1))
     parts = [ops.reshape(ops.convert_to_tensor(p), (-1,) + tuple(s[-1][1:]))
              for p, s in zip(np.split(fixed, np.cumsum(layer._sizes)[:-1], axis=1), layer._stream_shapes)]
-    layer._simulate = lambda *args, **kwargs: ([q for p in parts for q in (p, p)], None)  # evaluated at the exact a*
+    layer._simulate = lambda *args, **kwargs: ([q for p in parts for q in (p, p)], None,  # evaluated at the exact a*
+                                              np.zeros(len(fixed), bool))  # (no sample met a non-finite current)
 
     variables = list(layer.trainable_variables)
     _, implicit = value_and_grads(lambda: ops.sum(layer(x, training=True) * c), variables)

@@ -116,3 +116,39 @@ def test_keras_file_round_trip_resumes_training_exactly_and_xla_agrees(layer, mo
     assert losses[0] == pytest.approx(losses[1], rel=1e-4)
     for a, b in zip(eager.trainable_weights, xla.trainable_weights):
         np.testing.assert_allclose(ops.convert_to_numpy(a), ops.convert_to_numpy(b), rtol=1e-3, atol=1e-5)
+
+
+# Non-finite data (docs/ide.md): every layer and mode, since each mode attaches its gradient
+# differently; the conv block's cases under the second backend too.
+NONFINITE = [pytest.param(layer, mode, bad, marks=[pytest.mark.backend] if layer == "conv_block" else [])
+             for layer, mode in CASES for bad in ([np.nan, np.inf] if layer == "conv_block" and mode == "ide"
+                                                  else [np.nan])]
+
+
+@pytest.mark.parametrize("layer, mode, bad", NONFINITE)
+def test_a_non_finite_sample_makes_the_loss_nan_leaves_every_weight_finite_and_the_monitor_names_its_batch(
+        layer, mode, bad):
+    from keras_fsnn.callbacks import EquilibriumMonitor
+
+    shape = LAYERS[layer][1]
+    x, y = data(shape)
+    x[5].flat[3] = bad  # batch 2 of 4 (batch size 4, in order)
+    model, spiking = model_for(layer, mode)
+    losses = []
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: losses.append(float(logs["loss"])))
+    with pytest.raises(RuntimeError, match=rf"'{spiking.name}' received non-finite values at epoch 1: 1 training "
+                                           r"sample\(s\).* the first in batch 2 of the epoch"):
+        compiled(model, jit_compile=False).fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False, callbacks=[
+            record, keras.callbacks.TerminateOnNaN(), EquilibriumMonitor()])
+    assert np.isfinite(losses[0]) and np.isnan(losses[1]) and len(losses) == 2  # TerminateOnNaN stopped there
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert spiking.epoch_diagnostics()["nonfinite_samples"] == 1
+    # in inference the sample's output is NaN, the others' are finite and unchanged by it
+    outputs = ops.convert_to_numpy(spiking(x[4:8]))
+    assert spiking.diagnostics()["nonfinite_samples"] == 1
+    others = ops.convert_to_numpy(spiking(np.delete(x[4:8], 1, axis=0)))
+    assert np.isnan(outputs[1]).all() and np.isfinite(others).all()
+    np.testing.assert_array_equal(np.delete(outputs, 1, axis=0), others)
+    rates = spiking.simulate(x[4:8], record_residuals=False)["rates"]
+    rates = [r for stream in rates for r in stream] if isinstance(rates[0], list) else rates
+    assert all(np.isnan(ops.convert_to_numpy(r)[1]).all() for r in rates)

@@ -53,6 +53,23 @@ def test_ternary_couple_saves_and_checks_its_arguments(tmp_path):
         keras_fsnn.TernaryCouple()(np.zeros((3, 4), "float32"))
 
 
+@pytest.mark.parametrize("output", ["spikes", "rates"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_non_finite_current_gives_nan_for_its_unit_never_a_finite_looking_output(bad, output):
+    currents = np.random.default_rng(2).normal(0.0, 0.4, (2, 12, 3)).astype("float32")
+    currents[1, 5, 2] = bad  # unit 2 of sample 1, at step 6
+    out = np.asarray(keras_fsnn.TernaryCouple(output=output)(currents))
+    unit = out[1, :, 2] if output == "spikes" else out[1, 2]
+    assert np.isnan(unit).all()
+    others = np.delete(out.reshape(2, -1, 3)[1], 2, axis=-1), out.reshape(2, -1, 3)[0]
+    assert all(np.isfinite(o).all() for o in others)
+
+
+def test_ternary_couple_needs_at_least_one_time_step():
+    with pytest.raises(ValueError, match=r"time steps >= 1 \(axis 1\); received input shape \(3, 0, 4\)"):
+        keras_fsnn.TernaryCouple()(np.zeros((3, 0, 4), "float32"))
+
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -347,19 +364,30 @@ def test_spide_mnist_trains_repeatedly_in_graph_mode_at_full_batch():
 
 
 def test_the_output_is_the_simulated_equilibrium_whatever_the_currents():
-    """Issue 31 bug 7: SPIDE's forward value was a + 0 * sum(currents), so one non-finite
-    stage current (which enters only the gradient) turned the output into NaN, unlike every
-    other mode, whose value is the simulated rates a[T] themselves."""
+    """Issue 31 bug 7: SPIDE's forward value was a + 0 * sum(currents), unlike every other
+    mode, whose value is the simulated rates a[T] themselves. Since issue 32 a sample that
+    meets a non-finite current gives NaN in every mode (never finite-looking rates): the
+    same samples as simulate() and as IDE with the same weights."""
     block = dense_block(layers=(16, 12), seed=0)
     x = np.random.default_rng(0).uniform(0, 1, (4, 20)).astype("float32")
     block.build(x.shape)
     kernel = block.forward[1].kernel
     broken = np.array(keras.ops.convert_to_numpy(kernel))
-    broken[0, 0] = np.inf  # saturates layer 2 in the simulation: finite rates, an infinite current
+    ide = keras_fsnn.FeedbackSpikingBlock([keras.layers.Dense(16), keras.layers.Dense(12)],
+                                          keras.layers.Dense(16, use_bias=False), time_steps=30, threshold=1.0,
+                                          resting_potential=-1.0, spectral_norm=False)
+    ide.build(x.shape)
+    copy = lambda: [a.set_weights(b.get_weights()) for a, b in zip(ide._stages, block._stages)]  # noqa: E731
+    copy()
+    np.testing.assert_array_equal(np.asarray(ide(x)), np.asarray(block(x)))
+    spiked = np.asarray(block.simulate(x, record_residuals=False)["rates"][0])[:, 0] > 0
+    broken[0, 0] = np.inf  # a spike of layer 1's neuron 0 gives layer 2 an infinite current
     kernel.assign(broken)
+    copy()
     output = np.asarray(block(x))
-    assert np.all(np.isfinite(output))
-    np.testing.assert_allclose(output, np.asarray(block.simulate(x, record_residuals=False)["rates"][-1]), rtol=1e-6)
+    assert spiked.any() and np.isnan(output[spiked]).all() and np.isfinite(output[~spiked]).all()
+    np.testing.assert_array_equal(output, np.asarray(block.simulate(x, record_residuals=False)["rates"][-1]))
+    np.testing.assert_array_equal(output, np.asarray(ide(x)))
 
 
 def test_per_stage_dropout_masks_only_the_chosen_stages():

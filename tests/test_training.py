@@ -227,7 +227,7 @@ def test_solver_and_solver_tolerance_reach_every_implicit_block_and_are_checked_
         with pytest.raises(ValueError, match="solver_tol"):  # accepted by the parser, refused later
             cli.main(["train", "fsnn_fmnist", "--solver", name, "--solver-tol", "-1",
                       "--output-dir", str(tmp_path / "run")])
-    with pytest.raises(ValueError, match=r"`solver_tol` must lie in \[0.0, inf\]; received solver_tol=-1.0"):
+    with pytest.raises(ValueError, match=r"`solver_tol` must lie in \[0.0, inf\); received solver_tol=-1.0"):
         cli.main(["train", "fsnn_fmnist", "--solver-tol", "-1", "--output-dir", str(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
 

@@ -46,6 +46,7 @@ from keras_fsnn.layers.stages import (
     call_takes_training,
     check_stage,
     diagnostic_variable,
+    numeric_inputs,
     sample_norm,
     stage_current,
     stage_parameters,
@@ -208,6 +209,8 @@ class EquilibriumLayer(keras.layers.Layer):
         else:
             frame_shape = input_shape
         self._build_stages(frame_shape)
+        # later calls are checked against the built shape (Keras's own message names the axis)
+        self.input_spec = keras.InputSpec(shape=(None,) + input_shape[1:])
         self._rates = diagnostic_variable(self, "firing_rates", (len(self._layer_shapes),))
         self._forward_residual = diagnostic_variable(self, "forward_residual")
         # a mode that reports less keeps fewer variables: what its weights files hold
@@ -217,7 +220,9 @@ class EquilibriumLayer(keras.layers.Layer):
         # rates, forward residual and the number of training calls, summed over an epoch
         # on the device (EquilibriumMonitor reads them once per epoch)
         self._epoch_sums = diagnostic_variable(self, "epoch_sums", (len(self._layer_shapes) + 2,))
-        self._accumulators = [self._backward_report.sums, self._epoch_sums]
+        # non-finite samples: in the last call, in the epoch, and the epoch's first such batch
+        self._nonfinite = diagnostic_variable(self, "nonfinite_samples", (3,))
+        self._accumulators = [self._backward_report.sums, self._epoch_sums, self._nonfinite]
 
     # ------------------------------------------------------------------ pieces
 
@@ -269,9 +274,12 @@ class EquilibriumLayer(keras.layers.Layer):
                   first_stage_training=False):
         """T steps of the spiking network (stored batch-norm statistics).
 
-        Returns every spiking layer's (weighted) average rate a^l[T] and, if asked, the
+        Returns every spiking layer's (weighted) average rate a^l[T]; if asked, the
         residual ||f(a[t]) - a[t]|| (mean over the batch) of each last-layer group at every
-        step t = 1..T, or (`count_spikes`) every layer's plain spike counts instead.
+        step t = 1..T, or (`count_spikes`) every layer's plain spike counts instead; and
+        which samples met a non-finite current (NaN or +-inf) at some step, (batch,) bool.
+        A neuron makes no spike of a NaN potential, so without this flag such a sample
+        would look like a silent, finite one.
         """
         neuron = self.neuron
         batch = ops.shape(x)[0]
@@ -286,14 +294,16 @@ class EquilibriumLayer(keras.layers.Layer):
         groups = len(self._last)
 
         def body(t, state):
-            potentials, counts, last, residuals, plain = state
+            potentials, counts, last, residuals, plain, poison = state
             new_potentials = list(potentials)
+            poisons = [poison]
             first = constant
             if sequence:  # frame t drives the first input stage; the others are constant
                 first = [run(self._input_stages[0], ops.take(x, t, axis=1))] + constant[1:]
 
             def activate(j, current):
                 new_potentials[j], spikes = neuron.step(potentials[j], current, spike)
+                poisons[0] = poisons[0] + _poison(current)
                 return spikes
 
             spikes = self._network(first, last, activate, run)
@@ -310,39 +320,58 @@ class EquilibriumLayer(keras.layers.Layer):
                 residuals = residuals + ops.expand_dims(step, 1) * ops.one_hot(t, self.time_steps)[None, :]
             if count_spikes:
                 plain = [c + s for c, s in zip(plain, spikes)]
-            return new_potentials, new_counts, [spikes[j] for j in self._last], residuals, plain
+            return new_potentials, new_counts, [spikes[j] for j in self._last], residuals, plain, poisons[0]
 
         state = (list(zeros), list(zeros), [zeros[j] for j in self._last],
-                 ops.zeros((groups, self.time_steps), "float32"), list(zeros) if count_spikes else [])
-        _, counts, _, residuals, plain = backend.time_loop(self.time_steps, body, state)
+                 ops.zeros((groups, self.time_steps), "float32"), list(zeros) if count_spikes else [],
+                 ops.zeros((batch,), "float32"))
+        _, counts, _, residuals, plain, poison = backend.time_loop(self.time_steps, body, state)
         scale = neuron.normaliser(self.time_steps)
         if not self._per_group_residuals:
             residuals = residuals[0]
         extra = plain if count_spikes else (residuals if record_residuals else None)
-        return [count / scale for count in counts], extra
+        return [count / scale for count in counts], extra, ops.logical_not(ops.isfinite(poison))
 
     # ------------------------------------------------------------------ call
 
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(numeric_inputs(self, inputs), *args, **kwargs)  # before Keras converts them
+
     def call(self, inputs, training=False):
+        """simulate -> a* -> the backward mode's output (module docstring).
+
+        Non-finite data (docs/ide.md, "Non-finite data"): a sample whose input holds a NaN
+        or +-inf, or whose simulation meets a non-finite current, is computed on zeros, so
+        nothing non-finite reaches a gradient or a weight. Its output is NaN in inference;
+        in training it is 0 with no gradient, and the layer adds a NaN loss term, so the
+        step's loss is NaN (`keras.callbacks.TerminateOnNaN` stops there) and
+        `EquilibriumMonitor` raises an error naming the batch.
+        """
         training = bool(training)
         x = ops.cast(inputs, "float32")
+        invalid = ops.logical_not(ops.isfinite(_poison(x)))
+        x = _zero_rows(invalid, x)
         params = self._parameters(training)
         masks = self._dropout_masks(ops.shape(x)[0], training)
-        x_bar = self._average_input(x)
         frozen = keras.tree.map_structure(ops.stop_gradient, params)
         mode = self.backward
         if mode.through_time:  # the simulation itself is differentiated
-            rates, _ = self._simulate(x, params, masks, spike=mode.spike)
+            rates, _, overflow = self._simulate(x, params, masks, spike=mode.spike)
         else:
-            rates, _ = self._simulate(ops.stop_gradient(x), frozen, masks,
-                                      first_stage_training=self._simulation_training(training))
+            rates, _, overflow = self._simulate(ops.stop_gradient(x), frozen, masks,
+                                                first_stage_training=self._simulation_training(training))
             rates = [ops.stop_gradient(rate) for rate in rates]
+        invalid = ops.logical_or(invalid, overflow)  # overflow: finite inputs, a non-finite current
+        rates = [_zero_rows(invalid, rate) for rate in rates]
+        x_bar = self._average_input(_zero_rows(invalid, x))
         equilibrium = self._join([rates[j] for j in self._last])
         problem = EquilibriumProblem(self, training, x_bar, params, frozen, masks, rates, equilibrium)
         output = mode.attach(problem)
         if self._output_map:  # the value of f(a*), the gradient of the mode
             output = output + ops.stop_gradient(problem.value() - equilibrium)
+        output = _mark_rows(invalid, output, training)
         rate_means = ops.stack([ops.mean(ops.stop_gradient(rate)) for rate in rates])
+        self._record_nonfinite(ops.sum(ops.cast(invalid, "float32")), training)
         if training:
             z, updates = problem.statistics()
             for stage, stage_updates in zip(self._stages, updates):
@@ -353,6 +382,16 @@ class EquilibriumLayer(keras.layers.Layer):
             self._epoch_sums.assign_add(ops.concatenate([rate_means, ops.stack([residual, 1.0])]))
         self._rates.assign(rate_means)
         return self._outputs(ops.cast(output, self.compute_dtype))
+
+    def _record_nonfinite(self, count, training):
+        """Record the call's number of non-finite samples; in training also the epoch's
+        total and its first such batch (1-based; 0: none), and add the NaN loss term."""
+        _, epoch_count, first = ops.unstack(self._nonfinite.value)
+        if training:
+            self.add_loss(ops.where(count > 0, float("nan"), 0.0))
+            first = ops.where(ops.logical_and(first == 0, count > 0), self._epoch_sums[-1] + 1, first)
+            epoch_count = epoch_count + count
+        self._nonfinite.assign(ops.stack([count, epoch_count, first]))
 
     # ------------------------------------------------------------------ user API
 
@@ -365,7 +404,7 @@ class EquilibriumLayer(keras.layers.Layer):
         ImplicitStreams); with `count_spikes`, "counts": the number of spikes of every
         neuron over the T steps, per layer.
         """
-        x = ops.cast(inputs, "float32")
+        x = ops.cast(numeric_inputs(self, inputs), "float32")
         if not self.built:
             self.build(x.shape)
         return backend.compiled_call(self, ("simulate", record_residuals, count_spikes),
@@ -375,11 +414,14 @@ class EquilibriumLayer(keras.layers.Layer):
         params = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
         out = {}
         if count_spikes:
-            out["rates"], out["counts"] = self._simulate(x, params, [], count_spikes=True)
+            out["rates"], out["counts"], invalid = self._simulate(x, params, [], count_spikes=True)
         if record_residuals or not count_spikes:
-            out["rates"], residuals = self._simulate(x, params, [], record_residuals)
+            out["rates"], residuals, invalid = self._simulate(x, params, [], record_residuals)
             if record_residuals:
                 out["residuals"] = residuals
+        for key in ("rates", "counts"):  # a sample that met a non-finite current: NaN
+            if key in out:
+                out[key] = [_mark_rows(invalid, value, False) for value in out[key]]
         return self._simulation_outputs(out)
 
     def _simulation_outputs(self, out):
@@ -389,17 +431,24 @@ class EquilibriumLayer(keras.layers.Layer):
         """The last call's mean firing rate per spiking layer (`rate_<label>`), forward
         residual ||f(a[T]) - a[T]|| (training calls) and backward pass (residual,
         iterations, failure; SPIDE: its firing rate) as Python numbers."""
+        if not self.built:
+            raise ValueError(f"Layer '{self.name}' has not been called yet: diagnostics() reports the last call.")
         rates = ops.convert_to_numpy(self._rates)
         out = {f"rate_{label}": float(r) for label, r in zip(self._rate_labels(), rates)}
         out["forward_residual"] = float(ops.convert_to_numpy(self._forward_residual))
         out.update(self._backward_report.values())
+        out["nonfinite_samples"] = int(ops.convert_to_numpy(self._nonfinite)[0])
         return out
 
     def epoch_diagnostics(self):
         """The means of `diagnostics()` over the training calls since the last
         `reset_epoch_diagnostics()` (accumulated on the device, read once), with
         "training_batches" and, from the backward passes, "backward_failures" (how many
-        failed); None before any training call."""
+        failed), "nonfinite_samples" (how many samples had a non-finite input or current,
+        see `call`) and "first_nonfinite_batch" (the first such training batch, 1-based; 0:
+        none); None before any training call."""
+        if not self.built:
+            return None
         sums = ops.convert_to_numpy(self._epoch_sums)
         batches = float(sums[-1])
         if batches == 0:
@@ -412,10 +461,15 @@ class EquilibriumLayer(keras.layers.Layer):
             "backward_failures": 0}
         out.update(backward)
         out["training_batches"] = int(batches)
+        nonfinite = ops.convert_to_numpy(self._nonfinite)
+        out.update(nonfinite_samples=int(nonfinite[1]), first_nonfinite_batch=int(nonfinite[2]))
         return out
 
     def reset_epoch_diagnostics(self):
+        if not self.built:
+            return
         self._epoch_sums.assign(ops.zeros(self._epoch_sums.shape, "float32"))
+        self._nonfinite.assign(ops.zeros((3,), "float32"))
         self._backward_report.reset()
 
     # ------------------------------------------------------------------ saving
@@ -481,6 +535,27 @@ class EquilibriumLayer(keras.layers.Layer):
             if mode is not None and key not in mode.short_forms:
                 config.pop(key, None)
         return config
+
+
+def _poison(x):
+    """Per sample: 0 where every value of `x` is finite, NaN where one is NaN or +-inf
+    (x * 0 is NaN exactly there; the sum cannot overflow). No gradient."""
+    x = ops.stop_gradient(x)
+    return ops.sum(ops.reshape(x, (ops.shape(x)[0], -1)) * 0.0, axis=-1)
+
+
+def _rows(flags, like):
+    return ops.reshape(flags, (ops.shape(like)[0],) + (1,) * (len(like.shape) - 1))
+
+
+def _zero_rows(flags, x):
+    """`x` with the samples where `flags` (batch,) is True set to 0 (and no gradient)."""
+    return ops.where(_rows(flags, x), 0.0, x)
+
+
+def _mark_rows(flags, output, training):
+    """The flagged samples' output: NaN in inference, 0 with no gradient in training."""
+    return _zero_rows(flags, output) if training else ops.where(_rows(flags, output), float("nan"), output)
 
 
 def _option_config(argument, option, registry, short_forms):

@@ -266,7 +266,7 @@ class FeedbackSpikingBlock(EquilibriumLayer):
         if not self.built:
             self.build(x.shape)
         frozen = keras.tree.map_structure(ops.stop_gradient, self._parameters(False))
-        rates, _ = self._simulate(x, frozen, [])
+        rates, _, _ = self._simulate(x, frozen, [])
         transposes, masks, rho = self.spiking_backward_graph((x, frozen, [], rates))
         g = self.backward.scale * ops.cast(upstream, "float32")
         betas, firing_rate = self.backward.propagate(g, transposes, masks, rho)

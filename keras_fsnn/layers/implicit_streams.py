@@ -101,8 +101,9 @@ class ImplicitStreams(EquilibriumLayer):
                 f"gradient={self.backward.name!r} differentiates through the simulation, which ImplicitStreams does not "
                 "offer: paper 003 trains MPIS implicitly; and under XLA TensorFlow cannot differentiate its "
                 "up-sampling inside the time loop. Use gradient='ide' (the paper's) or 'one_step' (the released code's).")
-        inject, stages, transforms = list(inject), [list(s) for s in stages], list(transforms)
-        downsample, upsample = list(downsample), list(upsample)
+        inject, transforms = _layer_list("inject", inject), _layer_list("transforms", transforms)
+        downsample, upsample = _layer_list("downsample", downsample), _layer_list("upsample", upsample)
+        stages = [_layer_list(f"stages[{i}]", s) for i, s in enumerate(_layer_list("stages", stages, nested=True))]
         n = len(inject)
         if n < 1 or len(stages) != n or len(transforms) != n:
             raise ValueError(
@@ -280,3 +281,11 @@ class ImplicitStreams(EquilibriumLayer):
         for key in ("downsample", "upsample"):
             config[key] = [deserialise(s) for s in config[key]]
         return cls(**config)
+
+
+def _layer_list(argument, value, nested=False):
+    """A list or tuple (of stages; `nested`: of lists of stages), else a TypeError naming it."""
+    if not isinstance(value, (list, tuple)):
+        what = "a list with one list of stages per stream" if nested else "a list of Keras layers"
+        raise TypeError(f"Argument `{argument}` must be {what}; received {argument}={value!r}.")
+    return list(value)

@@ -87,6 +87,17 @@ def average_input(x, input_type, neuron, time_steps):
     return ops.sum(x * weights, axis=1)
 
 
+def numeric_inputs(layer, inputs):
+    """`inputs`, refused (TypeError) unless of a numeric or boolean dtype."""
+    if not hasattr(inputs, "dtype"):
+        return inputs
+    dtype = str(getattr(inputs.dtype, "name", inputs.dtype))
+    if not (dtype == "bool" or "int" in dtype or "float" in dtype):
+        raise TypeError(f"Layer '{layer.name}' takes numeric inputs (spike frames, images, currents); received "
+                        f"inputs of dtype {dtype!r}.")
+    return inputs
+
+
 def sample_norm(x):
     return ops.sqrt(ops.sum(ops.square(ops.reshape(x, (ops.shape(x)[0], -1))), axis=-1))
 

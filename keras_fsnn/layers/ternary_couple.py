@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from keras_fsnn import neurons, validation
+from keras_fsnn.layers.stages import numeric_inputs
 
 OUTPUTS = {"spikes": "spikes", "rates": "rates"}
 
@@ -39,7 +40,10 @@ class TernaryCouple(keras.layers.Layer):
         output: "spikes" (batch, T, ...) or "rates": the (lambda-weighted) average spike
             value over the T steps, (batch, ...), as for the block's firing rates.
 
-    Input: (batch, T, ...) currents, T >= 1 (the time axis is axis 1).
+    Input: (batch, T, ...) currents, T >= 1 (the time axis is axis 1). A unit whose
+    current is NaN or +-inf at some step outputs NaN at every step (and as its rate): a
+    neuron makes no spike of a NaN potential, so its output would otherwise look like a
+    silent unit's.
     """
 
     def __init__(self, threshold=0.5, resting_potential=-0.5, leak=1.0, realisation="coupled", output="spikes",
@@ -54,15 +58,18 @@ class TernaryCouple(keras.layers.Layer):
             raise ValueError(
                 "TernaryCouple expects a sequence of currents of shape (batch, time, features...); "
                 f"received input shape {tuple(input_shape)}.")
-        if input_shape[1] is None:
+        if input_shape[1] is None or input_shape[1] < 1:
             raise ValueError(
-                "TernaryCouple needs a known number of time steps (axis 1); received input shape "
+                "TernaryCouple needs a known number of time steps >= 1 (axis 1); received input shape "
                 f"{tuple(input_shape)}.")
 
     def compute_output_shape(self, input_shape):
         if self.output_mode == "rates":
             return (input_shape[0],) + tuple(input_shape[2:])
         return tuple(input_shape)
+
+    def __call__(self, inputs, *args, **kwargs):
+        return super().__call__(numeric_inputs(self, inputs), *args, **kwargs)
 
     def call(self, inputs):
         currents = ops.cast(inputs, "float32")
@@ -76,11 +83,12 @@ class TernaryCouple(keras.layers.Layer):
 
         zeros = ops.zeros_like(time_major[0])
         _, (_, spikes) = ops.scan(step, (neuron.initial_state(zeros), zeros), time_major)
+        invalid = ops.logical_not(ops.isfinite(ops.sum(ops.stop_gradient(currents) * 0.0, axis=1)))  # per unit
         if self.output_mode == "spikes":
-            return ops.moveaxis(spikes, 0, 1)
+            return ops.where(ops.expand_dims(invalid, 1), float("nan"), ops.moveaxis(spikes, 0, 1))
         weights = neuron.time_weights(steps)
         weights = ops.reshape(weights / ops.sum(weights), (steps,) + (1,) * (len(spikes.shape) - 1))
-        return ops.sum(spikes * weights, axis=0)
+        return ops.where(invalid, float("nan"), ops.sum(spikes * weights, axis=0))
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.neuron.threshold,
