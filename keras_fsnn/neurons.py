@@ -24,6 +24,7 @@ subclasses `Neuron` (its step, its rate map and that map's slope) and is made kn
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_fsnn import options, validation
@@ -54,6 +55,10 @@ class Neuron:
     def __init__(self, leak=None, threshold=2.0, resting_potential=0.0):
         leak = self.default_leak if leak is None else leak
         self.leak = validation.number("leak", leak, low=0.0, high=1.0, low_open=True)
+        if self.leak < 1.0 and float(np.float32(self.leak)) == 1.0:  # the rate's normaliser would be 0 / 0
+            raise ValueError(
+                f"Argument `leak` must be 1 or a number that float32, in which the simulation runs, does not round "
+                f"to 1 (at most about 1 - 2^-24 = 0.99999994); received leak={leak!r}.")
         self.threshold = validation.number("threshold", threshold)
         self.resting_potential = validation.number("resting_potential", resting_potential)
         if not FLOAT32_TINY <= self.threshold - self.resting_potential <= FLOAT32_MAX:

@@ -57,6 +57,8 @@ def make(**overrides):
         ({"threshold": 1e-45}, ValueError, r"`threshold` must be greater than `resting_potential`, by at least "
                                            r"float32's smallest normal number 1.175494e-38.*threshold=1e-45"),
         ({"threshold": 3e38, "resting_potential": -3e38}, ValueError, r"at most its largest 3.402823e\+38"),
+        ({"neuron": "lif", "leak": 0.9999999999999999}, ValueError, r"`leak` must be 1 or a number that float32.*"
+                                                                   r"does not round to 1.*received leak=0.9999999999999999"),
         ({"norm_bound": float("inf")}, ValueError, r"`norm_bound` must be a finite number; received norm_bound=inf"),
     ],
 )
