@@ -7,12 +7,92 @@
     keras-fsnn eval fsnn_fmnist --weights runs/fmnist/model.keras --time-steps 10
     keras-fsnn list
     keras-fsnn tune fsnn --dataset digits --layer conv --max-trials 6 --epochs 3 --set time_steps=5:20:5
+
+A user error (a value out of range, an unknown preset, missing data, an existing run
+folder) prints the command's usage and one line `keras-fsnn CMD: error: ...`, and exits
+with status 2, as argparse does; `--debug` shows the Python traceback instead. Only the
+argument parser is imported at start (Keras and TensorFlow when a command needs them), and
+a command's own flags are built only when it is given.
 """
 
 import argparse
-import json
+import math
 import shlex
 import sys
+
+COMMANDS = {
+    "train": "train a zoo model with its paper recipe",
+    "eval": "evaluate a zoo model: accuracy, firing rates, residual",
+    "list": "list the zoo presets and their status",
+    "tune": "search hyperparameters with keras-tuner (needs keras-fsnn[tune])",
+    "export": "turn a finished training run into a zoo preset folder",
+}
+# what a command's user errors are (the library's argument checks, missing files and presets)
+USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError, ModuleNotFoundError)
+MAX_SEED = 2**32 - 1
+
+
+class UsageError(SystemExit, ValueError):
+    """A user error reported as argparse reports one: exit status 2 (`code`), the message as
+    its text. It is a ValueError too, so that in-process callers of `main` that catch the
+    library's ValueError still do."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.code = 2
+
+
+# argparse types: each names what it allows (argparse adds the flag: "argument --limit: ...")
+def _integer(minimum, maximum=None):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer; received {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            allowed = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be an integer {allowed}; received {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+positive_integer = _integer(1)
+count = _integer(0)
+seed_integer = _integer(0, MAX_SEED)
+
+
+def _real(low=None, low_open=False):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number; received {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number; received {text!r}")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"must be a number {'>' if low_open else '>='} {low:g}; received {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+finite = _real()  # the range is the library's to check (the layers name theirs)
+non_negative = _real(0.0)
+positive = _real(0.0, low_open=True)
+
+
+def verbosity(text):
+    if text not in ("auto", "0", "1", "2"):
+        raise argparse.ArgumentTypeError(f"must be auto, 0, 1 or 2; received {text!r}")
+    return text if text == "auto" else int(text)
+
+
+def _debug_flag(parser):
+    parser.add_argument("--debug", action="store_true", help="on an error, show the Python traceback")
 
 
 def _add_model_flags(parser):
@@ -22,16 +102,16 @@ def _add_model_flags(parser):
     from keras_fsnn.layers.implicit_streams import RATES
     from keras_fsnn.layers.stages import SIMULATION_DTYPES
 
-    parser.add_argument("--time-steps", type=int, help="T (default: the paper's for this model)")
+    parser.add_argument("--time-steps", type=positive_integer, help="T >= 1 (default: the paper's for this model)")
     parser.add_argument("--neuron", choices=list(neurons.NEURONS))
-    parser.add_argument("--leak", type=float)
-    parser.add_argument("--threshold", type=float)
-    parser.add_argument("--dropout", type=float)
+    parser.add_argument("--leak", type=finite, help="LIF leak, in (0, 1]")
+    parser.add_argument("--threshold", type=finite)
+    parser.add_argument("--dropout", type=finite, help="in [0, 1)")
     parser.add_argument("--solver", choices=list(solvers.SOLVERS),
                         help="adjoint solver (default: broyden, the paper's; gmres: fewer, cheaper "
                              "iterations where J^T acts per sample, see docs/ide.md)")
-    parser.add_argument("--solver-steps", type=int)
-    parser.add_argument("--solver-tol", type=float,
+    parser.add_argument("--solver-steps", type=positive_integer)
+    parser.add_argument("--solver-tol", type=finite,
                         help="relative residual at which the adjoint solve stops early (default 1e-5)")
     parser.add_argument("--bn-statistics", choices=list(BN_STATISTICS),
                         help="batch-norm statistics: the paper's (default) or the released code's")
@@ -39,8 +119,9 @@ def _add_model_flags(parser):
                         help="backward mode (default: the model's; MPIS: one_step = the released code's)")
     parser.add_argument("--rates", choices=list(RATES),
                         help="MPIS models: average rates (paper) or first-step spikes (released code)")
-    parser.add_argument("--backward-time-steps", type=int, help="SPIDE models: T_B of the spiking backward stage")
-    parser.add_argument("--backward-scale", type=float, help="SPIDE models: the loss scale s (gain on dL/da)")
+    parser.add_argument("--backward-time-steps", type=positive_integer,
+                        help="SPIDE models: T_B of the spiking backward stage")
+    parser.add_argument("--backward-scale", type=positive, help="SPIDE models: the loss scale s > 0 (gain on dL/da)")
     parser.add_argument("--simulation-dtype", choices=list(SIMULATION_DTYPES),
                         help="precision of the spike simulations' currents (bfloat16: faster on CPUs/GPUs with "
                              "bfloat16 units; potentials, rates and gradients stay float32)")
@@ -73,15 +154,23 @@ def train_command(name, recipe_overrides, model_overrides, seed=0):
     return " ".join(["keras-fsnn", "train", name, *flags])
 
 
-def build_parser():
-    from keras_fsnn import zoo
-    from keras_fsnn.training.recipes import RECIPES
-    from keras_fsnn.tuner.search import FAMILIES
-
+def build_parser(command=None):
+    """The argument parser (of every command's flags by default); with `command`, only that
+    command's flags are built (the others are listed by name; "" builds none), so that `keras-fsnn --help` and `keras-fsnn list` import nothing
+    (the flags' lists of neurons, solvers and recipes come from the registries, which need Keras)."""
     parser = argparse.ArgumentParser(prog="keras-fsnn", description="Feedback spiking networks (IDE) for Keras.")
     commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in COMMANDS.items():
+        sub = commands.add_parser(name, help=text, description=text)
+        if command is None or command == name:
+            ADD_FLAGS[name](sub)
+        _debug_flag(sub)
+    return parser
 
-    train = commands.add_parser("train", help="train a zoo model with its paper recipe")
+
+def _train_flags(train):
+    from keras_fsnn.training.recipes import RECIPES
+
     train.add_argument("name", choices=list(RECIPES), metavar="NAME", help=f"a recipe: {', '.join(RECIPES)}")
     train.add_argument("--data-dir", help="folder with the dataset files (default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
     train.add_argument("--output-dir", help="run folder (default: runs/NAME)")
@@ -89,46 +178,58 @@ def build_parser():
     train.add_argument("--initial-weights", metavar="PRESET_OR_FILE",
                        help="start from these weights (a zoo preset or a .weights.h5/.keras file) instead of a fresh "
                             "initialisation; the optimizer starts afresh")
-    train.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+    train.add_argument("--checkpoint-every", type=positive_integer, metavar="STEPS",
                        help="also checkpoint every STEPS training steps within an epoch (default: at epoch ends only)")
-    train.add_argument("--epochs", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--learning-rate", type=float)
-    train.add_argument("--milestones", type=int, nargs="*",
-                       help="epochs at which the learning rate is divided by 10 (none given: no decay)")
-    train.add_argument("--warmup-steps", type=int, help="linear learning-rate warmup iterations")
-    train.add_argument("--random-shift", type=int, metavar="PIXELS",
-                       help="augment by random shifts of up to PIXELS (default: the paper's, 4 for CIFAR, 0 otherwise)")
+    train.add_argument("--epochs", type=positive_integer, help=">= 1 (default: the recipe's)")
+    train.add_argument("--batch-size", type=positive_integer, help=">= 1 (default: the recipe's)")
+    train.add_argument("--learning-rate", type=non_negative, help="finite, >= 0 (default: the recipe's)")
+    train.add_argument("--milestones", type=positive_integer, nargs="*", metavar="EPOCH",
+                       help="epochs at which the learning rate is divided by 10, strictly increasing and smaller "
+                            "than --epochs (none given: no decay)")
+    train.add_argument("--warmup-steps", type=count, help="linear learning-rate warmup iterations (>= 0)")
+    train.add_argument("--random-shift", type=count, metavar="PIXELS",
+                       help="augment by random shifts of up to PIXELS, fewer than the image's height and width "
+                            "(default: the paper's, 4 for CIFAR, 0 otherwise)")
     train.add_argument("--random-flip", choices=["on", "off"],
                        help="augment by random horizontal flips (default: the paper's, on for CIFAR only)")
-    train.add_argument("--limit", type=int, help="use only the first N training and test examples")
-    train.add_argument("--validation-examples", type=int, metavar="N",
+    train.add_argument("--limit", type=positive_integer, metavar="N",
+                       help="use only the first N (>= 1) training and test examples")
+    train.add_argument("--validation-examples", type=positive_integer, metavar="N",
                        help="hold out the last N training examples: epochs report val_ figures on them, and the "
                             "test set is evaluated only after the last epoch")
-    train.add_argument("--time-budget", type=float, metavar="SECONDS",
+    train.add_argument("--time-budget", type=positive, metavar="SECONDS",
                        help="size the schedule (epochs, milestones, warmup) to finish within SECONDS of wall time, "
                             "from a training step timed first (docs/backends.md)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=seed_integer, default=0, help=f"in [0, {MAX_SEED}] (default: 0)")
     train.add_argument("--jit", choices=["auto", "on", "off"], default="auto",
                        help="XLA compilation (auto: on, except conv models on TensorFlow, faster without on CPU)")
-    train.add_argument("--verbose", default="auto")
+    train.add_argument("--verbose", type=verbosity, default="auto", help="auto, 0, 1 or 2 (Keras's)")
     train.add_argument("--pipeline", choices=["auto", "tf_data", "numpy"], default="auto",
-                       help="input pipeline: tf.data, or NumPy batches that need no TensorFlow (auto: tf.data if installed)")
+                       help="input pipeline: tf.data, or NumPy batches that need no TensorFlow (auto: tf.data if "
+                            "installed); both give the same batches")
     _add_model_flags(train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a zoo model: accuracy, firing rates, residual")
+
+def _eval_flags(evaluate):
+    from keras_fsnn import zoo
+
     evaluate.add_argument("name", help=f"a preset ({', '.join(zoo.names())}) or a preset folder")
     evaluate.add_argument("--weights", default="pretrained", help="'pretrained', or a .keras / .weights.h5 file")
     evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--limit", type=int, help="evaluate on the first N test examples")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--time-steps", type=int, help="simulate for T steps instead of the model's own")
+    evaluate.add_argument("--limit", type=positive_integer, metavar="N", help="evaluate on the first N (>= 1) test examples")
+    evaluate.add_argument("--batch-size", type=positive_integer, default=256, help=">= 1 (default: 256)")
+    evaluate.add_argument("--time-steps", type=positive_integer, help="simulate for T >= 1 steps instead of the model's own")
     evaluate.add_argument("--simulation-dtype", choices=["float32", "bfloat16"],
                           help="simulate in this precision instead of the model's own")
 
-    commands.add_parser("list", help="list the zoo presets and their status")
 
-    tune = commands.add_parser("tune", help="search hyperparameters with keras-tuner (needs keras-fsnn[tune])")
+def _list_flags(parser):
+    pass
+
+
+def _tune_flags(tune):
+    from keras_fsnn.tuner.search import FAMILIES
+
     tune.add_argument("family", choices=list(FAMILIES))
     tune.add_argument("--dataset", default="digits",
                       help="digits (embedded), mnist, fashion_mnist, cifar10 or cifar100 (default: digits)")
@@ -137,81 +238,125 @@ def build_parser():
     tune.add_argument("--tuner", choices=["random", "bayesian", "hyperband"], default="random")
     tune.add_argument("--objective", choices=["accuracy", "firing_rate", "accuracy_within_rate", "accuracy_and_rate"],
                       default="accuracy")
-    tune.add_argument("--rate-bound", type=float, help="largest allowed average firing rate (accuracy_within_rate)")
+    tune.add_argument("--rate-bound", type=positive, help="largest allowed average firing rate (accuracy_within_rate)")
     tune.add_argument("--synops", action="store_true", help="also log SynOps per sample")
-    tune.add_argument("--max-trials", type=int, default=10)
-    tune.add_argument("--epochs", type=int, default=3, help="epochs per trial (hyperband: the most)")
-    tune.add_argument("--batch-size", type=int, default=128)
-    tune.add_argument("--limit", type=int, help="use only the first N training and test examples")
+    tune.add_argument("--max-trials", type=positive_integer, default=10, help=">= 1 (default: 10)")
+    tune.add_argument("--epochs", type=positive_integer, default=3, help="epochs per trial, >= 1 (hyperband: the most)")
+    tune.add_argument("--batch-size", type=positive_integer, default=128, help=">= 1 (default: 128)")
+    tune.add_argument("--limit", type=positive_integer, metavar="N",
+                      help="use only the first N (>= 1) training and test examples")
     tune.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                       help="fix or narrow a hyperparameter: 5 | 5:30[:step[:log]] | if,lif (repeatable)")
-    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--seed", type=seed_integer, default=0, help=f"in [0, {MAX_SEED}] (default: 0)")
     tune.add_argument("--directory", default="tuning", help="the tuner's folder; an interrupted search resumes")
     tune.add_argument("--project-name")
     tune.add_argument("--overwrite", action="store_true", help="start the search afresh")
-    tune.add_argument("--verbose", type=int, default=1)
+    tune.add_argument("--verbose", type=_integer(0, 2), default=1, help="0, 1 or 2 (default: 1)")
 
-    export = commands.add_parser("export", help="turn a finished training run into a zoo preset folder")
+
+def _export_flags(export):
     export.add_argument("run_dir")
     export.add_argument("--to", required=True, help="the preset folder to write, e.g. zoo/fsnn_fmnist")
     export.add_argument("--data-dir", help="dataset folder for the test-slice check (default: the run's)")
     export.add_argument("--note", help="a remark for the model card (e.g. how the result compares with the target)")
 
-    return parser
+
+ADD_FLAGS = {"train": _train_flags, "eval": _eval_flags, "list": _list_flags, "tune": _tune_flags,
+             "export": _export_flags}
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    if args.command == "train":
-        from keras_fsnn.training import train as run_training
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the top level has no options but -h
+    parser = build_parser(command if command in COMMANDS else "")  # "": no command's flags
+    args = parser.parse_args(argv)
+    try:
+        RUN[args.command](args, argv)
+    except USER_ERRORS as error:
+        if args.debug or isinstance(error, SystemExit):
+            raise
+        subparser = parser._subparsers._group_actions[0].choices[args.command]
+        subparser.print_usage(sys.stderr)
+        message = str(error) if not isinstance(error, ModuleNotFoundError) else (
+            f"{error} (this command needs an optional dependency: pip install 'keras-fsnn[train]' or '[tune]')")
+        print(f"{subparser.prog}: error: {message}", file=sys.stderr)
+        raise UsageError(message) from error
 
-        verbose = int(args.verbose) if str(args.verbose).isdigit() else args.verbose
-        result = run_training(
-            args.name, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, epochs=args.epochs,
-            batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
-            warmup_steps=args.warmup_steps, random_shift=args.random_shift,
-            random_flip=None if args.random_flip is None else args.random_flip == "on", limit=args.limit, seed=args.seed,
-            jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=verbose, model_overrides=_model_overrides(args),
-            pipeline=args.pipeline, checkpoint_every=args.checkpoint_every, initial_weights=args.initial_weights,
-            validation_examples=args.validation_examples, time_budget=args.time_budget,
-            command="keras-fsnn " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])))
-        _print_result(args.name, result)
-    elif args.command == "eval":
-        from keras_fsnn.training import evaluate_preset
 
-        result = evaluate_preset(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
-                              batch_size=args.batch_size, time_steps=args.time_steps,
-                              simulation_dtype=args.simulation_dtype)
-        _print_result(args.name, result)
-    elif args.command == "export":
-        from keras_fsnn.training import export_run
+def _train(args, argv):
+    from keras_fsnn.training import train as run_training
 
-        metadata = export_run(args.run_dir, args.to, data_dir=args.data_dir, note=args.note)
-        print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
-    elif args.command == "tune":
-        from keras_fsnn.tuner.search import parse_setting
-        from keras_fsnn.tuner.search import tune as run_search
+    result = run_training(
+        args.name, data_dir=args.data_dir, output_dir=args.output_dir, resume=args.resume, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate, milestones=args.milestones,
+        warmup_steps=args.warmup_steps, random_shift=args.random_shift,
+        random_flip=None if args.random_flip is None else args.random_flip == "on", limit=args.limit, seed=args.seed,
+        jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=args.verbose,
+        model_overrides=_model_overrides(args), pipeline=args.pipeline, checkpoint_every=args.checkpoint_every,
+        initial_weights=args.initial_weights, validation_examples=args.validation_examples,
+        time_budget=args.time_budget, command="keras-fsnn " + " ".join(shlex.quote(a) for a in argv))
+    _print_result(args.name, result)
 
-        space = dict(parse_setting(text) for text in args.set)
-        result = run_search(
-            args.family, args.dataset, layer=args.layer, data_dir=args.data_dir, tuner=args.tuner,
-            objective=args.objective, max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,
-            limit=args.limit, search_space=space, rate_bound=args.rate_bound, synops=args.synops, seed=args.seed,
-            directory=args.directory, project_name=args.project_name, overwrite=args.overwrite, verbose=args.verbose)
-        print(f"best trial {result['trial']} of {result['trials']} (score {result['score']:.4f}):")
-        for name, value in result["hyperparameters"].items():
-            print(f"  {name:<14} {value}")
-        print("  validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result["validation"].items()))
-        print(f"  test accuracy {result['test_accuracy']:.4f} on {result['test_examples']} images, "
-              f"average firing rate {result['test_firing_rate']:.4f}")
-        print(json.dumps(result))
-    else:
-        from keras_fsnn import zoo
 
-        entries = zoo.list_presets()
-        width = max(len(entry["name"]) for entry in entries)
-        for entry in entries:
-            print(f"{entry['name']:<{width}}  {entry['status']}")
+def _eval(args, argv):
+    from keras_fsnn.training import evaluate_preset
+    from keras_fsnn.training.trainer import check_evaluation_options
+
+    check_evaluation_options(limit=args.limit, batch_size=args.batch_size, time_steps=args.time_steps)
+    result = evaluate_preset(args.name, weights=args.weights, data_dir=args.data_dir, limit=args.limit,
+                             batch_size=args.batch_size, time_steps=args.time_steps,
+                             simulation_dtype=args.simulation_dtype)
+    _print_result(args.name, result)
+
+
+def _export(args, argv):
+    from keras_fsnn.training import export_run
+
+    metadata = export_run(args.run_dir, args.to, data_dir=args.data_dir, note=args.note)
+    print(f"wrote {args.to}: test accuracy {100 * metadata['test_accuracy']:.2f}%, sha256 {metadata['weights_sha256']}")
+
+
+def _tune(args, argv):
+    from keras_fsnn.tuner.search import parse_setting
+    from keras_fsnn.tuner.search import tune as run_search
+
+    space = dict(parse_setting(text) for text in args.set)
+    result = run_search(
+        args.family, args.dataset, layer=args.layer, data_dir=args.data_dir, tuner=args.tuner,
+        objective=args.objective, max_trials=args.max_trials, epochs=args.epochs, batch_size=args.batch_size,
+        limit=args.limit, search_space=space, rate_bound=args.rate_bound, synops=args.synops, seed=args.seed,
+        directory=args.directory, project_name=args.project_name, overwrite=args.overwrite, verbose=args.verbose)
+    print(f"best trial {result['trial']} of {result['trials']} (score {result['score']:.4f}):")
+    for name, value in result["hyperparameters"].items():
+        print(f"  {name:<14} {value}")
+    print("  validation: " + ", ".join(f"{k} {v:.4f}" for k, v in result["validation"].items()))
+    print(f"  test accuracy {result['test_accuracy']:.4f} on {result['test_examples']} images, "
+          f"average firing rate {result['test_firing_rate']:.4f}")
+    print(_json_line(result))
+
+
+def _list(args, argv):
+    from keras_fsnn import zoo
+
+    entries = zoo.list_presets()
+    width = max(len(entry["name"]) for entry in entries)
+    for entry in entries:
+        print(f"{entry['name']:<{width}}  {entry['status']}")
+
+
+RUN = {"train": _train, "eval": _eval, "list": _list, "tune": _tune, "export": _export}
+
+
+def _json_line(result):
+    """`result` as one line of strict JSON: non-finite numbers as null (as in result.json)."""
+    import json
+
+    from keras_fsnn.training.trainer import json_safe
+
+    clean, replaced = json_safe(result)
+    if replaced:
+        clean["non_finite"] = replaced
+    return json.dumps(clean, allow_nan=False)
 
 
 def _print_result(name, result):
@@ -226,7 +371,7 @@ def _print_result(name, result):
         per_stream = f" (per stream: {', '.join(f'{r:.4f}' for r in streams)})" if streams else ""
         print(f"equilibrium residual ||f(a[T]) - a[T]|| at T={result['time_steps']}: {result['residual_at_T']:.4f}"
               + per_stream)
-    print(json.dumps({k: v for k, v in result.items() if k != "residual_trace"}))
+    print(_json_line({k: v for k, v in result.items() if k != "residual_trace"}))
 
 
 if __name__ == "__main__":

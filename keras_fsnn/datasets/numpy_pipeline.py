@@ -3,8 +3,9 @@ arrays, for the JAX backend on a machine that has no TensorFlow (the project's G
 machine). Same preprocessing as the tf.data pipelines (scale to [0, 1]; an
 `Augmentation`: zero-pad, random crop of the original size, random horizontal flip), with
 the same guarantee: the order and augmentation of epoch e are a pure function of
-(seed, e), so a resumed run draws the batches an uninterrupted one would have (the draws
-differ from tf.data's)."""
+(seed, e), so a resumed run draws the batches an uninterrupted one would have. The draws
+are `epoch_draws`', which the trainer's tf.data pipeline applies too: both pipelines give
+the same batches."""
 
 import math
 
@@ -14,6 +15,20 @@ import numpy as np
 
 def _scale(images, info):
     return images.astype("float32") / 255.0 if images.dtype == np.uint8 and info.name != "nmnist" else images.astype("float32")
+
+
+def epoch_draws(seed, epoch, count, augmentation=None):
+    """(order, crop origins in the zero-padded image, flips) of epoch `epoch` of `count`
+    examples, drawn by NumPy from (seed, epoch) alone: a permutation of range(count) and,
+    for an `augmentation` that does something, per example (dy, dx) in [0, 2 * shift] and
+    a flip (else None, None)."""
+    rng = np.random.default_rng([int(seed), int(epoch)])
+    order = rng.permutation(count)
+    offsets = flips = None
+    if augmentation:
+        offsets = rng.integers(0, 2 * augmentation.shift + 1, (count, 2))
+        flips = (rng.random(count) < 0.5) & augmentation.flip
+    return order, offsets, flips
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -36,19 +51,12 @@ class EpochBatches(keras.utils.PyDataset):
         return None  # endless: epochs follow one another
 
     def draws(self, epoch):
-        """(order, crop origins in the zero-padded image, flips) of `epoch`, drawn from
-        (seed, epoch). The last epoch's are kept, as one tuple: workers reading concurrently
+        """(order, crop origins in the zero-padded image, flips) of `epoch`: `epoch_draws`'
+        of (seed, epoch). The last epoch's are kept, as one tuple: workers reading concurrently
         never see a half-replaced epoch."""
         drawn = self._drawn
         if drawn[0] != epoch:
-            rng = np.random.default_rng([self.seed, epoch])
-            count = len(self.labels)
-            order = rng.permutation(count)
-            offsets = flips = None
-            if self.augmentation:
-                offsets = rng.integers(0, 2 * self.augmentation.shift + 1, (count, 2))
-                flips = (rng.random(count) < 0.5) & self.augmentation.flip
-            drawn = self._drawn = (epoch, order, offsets, flips)
+            drawn = self._drawn = (epoch, *epoch_draws(self.seed, epoch, len(self.labels), self.augmentation))
         return drawn[1:]
 
     def __getitem__(self, index):

@@ -62,7 +62,8 @@ class StepTiming:
             raise ValueError(f"Argument `step_timing` has unknown entries {unknown}; known: {sorted(names)}.")
         timing = cls(**record)
         for name in ("first_step_seconds", "step_seconds", "first_evaluation_seconds", "evaluation_seconds"):
-            validation.number(f"step_timing.{name}", getattr(timing, name), low=0.0, low_open=True)
+            validation.number(f"step_timing.{name}", getattr(timing, name), low=0.0, low_open=True, high=math.inf,
+                              high_open=True)
         return timing
 
     def as_dict(self):
@@ -149,7 +150,8 @@ def plan_schedule(recipe, timing, budget_seconds, steps_per_epoch, validation_ba
     of the final test evaluation; `spent_seconds`: already used of the budget;
     `partial_batches`: whether an epoch or an evaluation ends with a smaller batch, which
     compiles its own step (reserved too)."""
-    budget_seconds = validation.number("time_budget", budget_seconds, low=0.0, low_open=True)
+    budget_seconds = validation.number("time_budget", budget_seconds, low=0.0, low_open=True, high=math.inf,
+                                       high_open=True)
     epoch = (steps_per_epoch * timing.step_seconds + validation_batches * timing.evaluation_seconds) * (1 + margin)
     compiles = 2 if partial_batches else 1
     compile_seconds = compiles * (max(timing.first_step_seconds - timing.step_seconds, 0.0)

@@ -1,7 +1,12 @@
 """The optimiser and learning-rate schedule of the papers' training recipes."""
 
+import math
+import numbers
+
 import keras
 from keras import ops
+
+from keras_fsnn import validation
 
 
 @keras.saving.register_keras_serializable(package="keras_fsnn")
@@ -14,8 +19,12 @@ class CoupledSGD(keras.optimizers.SGD):
     """
 
     def __init__(self, learning_rate=0.05, momentum=0.9, nesterov=False, coupled_weight_decay=5e-4, **kwargs):
+        if isinstance(learning_rate, numbers.Real):  # else a schedule (or a variable)
+            learning_rate = validation.number("learning_rate", learning_rate, low=0.0, high=math.inf, high_open=True)
+        coupled_weight_decay = validation.number("coupled_weight_decay", coupled_weight_decay, low=0.0, high=math.inf,
+                                                 high_open=True)
         super().__init__(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov, **kwargs)
-        self.coupled_weight_decay = float(coupled_weight_decay)
+        self.coupled_weight_decay = coupled_weight_decay
 
     def update_step(self, gradient, variable, learning_rate):
         if self.coupled_weight_decay:
@@ -35,11 +44,12 @@ class WarmupMultiStep(keras.optimizers.schedules.LearningRateSchedule):
     """
 
     def __init__(self, base_learning_rate, steps_per_epoch, milestones=(), factor=0.1, warmup_steps=0):
-        self.base_learning_rate = float(base_learning_rate)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.milestones = tuple(int(m) for m in milestones)
-        self.factor = float(factor)
-        self.warmup_steps = int(warmup_steps)
+        finite = dict(high=math.inf, high_open=True)
+        self.base_learning_rate = validation.number("base_learning_rate", base_learning_rate, low=0.0, **finite)
+        self.steps_per_epoch = validation.integer("steps_per_epoch", steps_per_epoch, minimum=1)
+        self.milestones = tuple(validation.integer("milestones", m, minimum=0) for m in milestones)
+        self.factor = validation.number("factor", factor, low=0.0, low_open=True, **finite)
+        self.warmup_steps = validation.integer("warmup_steps", warmup_steps, minimum=0)
 
     def __call__(self, step):
         step = ops.cast(step, "float32")

@@ -6,6 +6,8 @@ N-MNIST; no augmentation except CIFAR's random crop and flip). Every field can b
 overridden from the command line."""
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from keras_fsnn import datasets, validation
@@ -28,18 +30,9 @@ class Recipe:
     random_flip: bool = None
 
     def with_overrides(self, overrides):
-        """This recipe with the fields in `overrides` (a dict, as saved in a run.json) replaced."""
-        overrides = dict(overrides)
-        if "milestones" in overrides:
-            overrides["milestones"] = tuple(overrides["milestones"])
-        asked = {k: overrides[k] for k in ("random_shift", "random_flip") if overrides.get(k) is not None}
-        if "random_shift" in asked:
-            validation.integer("random_shift", asked["random_shift"], minimum=0)
-        if "random_flip" in asked:
-            validation.boolean("random_flip", asked["random_flip"])
-        if asked and len(datasets.DATASETS[self.dataset].shape) != 3:
-            raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in asked.items())}: augmentation applies to images "
-                             f"(H, W, C); {self.dataset!r} gives frame sequences {datasets.DATASETS[self.dataset].shape}.")
+        """This recipe with the fields in `overrides` (a dict, as saved in a run.json) replaced;
+        each value is checked first (`check_overrides`)."""
+        overrides = check_overrides(self, overrides)
         return dataclasses.replace(self, **overrides)
 
     def augmentation(self):
@@ -60,6 +53,76 @@ class Recipe:
         if augmentation.flip:
             parts.append("random horizontal flips")
         return ", ".join(parts)
+
+
+def check_overrides(recipe, overrides):
+    """`overrides` (recipe fields -> values) checked against what `recipe` allows, with
+    milestones as a tuple. Each error names the field, the value and what is allowed:
+
+    epochs and batch_size: integers >= 1; learning_rate and weight_decay: finite, >= 0;
+    momentum: in [0, 1); warmup_steps: an integer >= 0; milestones: integers >= 1, strictly
+    increasing; random_shift: an integer >= 0 and smaller than the image (a shift of the
+    whole height or width leaves only padding); random_flip: True or False; augmentation
+    only for image datasets. Whether the milestones fall within the epochs is
+    `check_milestones`' (a resumed run may end before its last milestone)."""
+    if not isinstance(overrides, dict):
+        raise TypeError(f"Argument `recipe_overrides` must be a dict of recipe fields; received {overrides!r}.")
+    overrides = dict(overrides)
+    fields = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("architecture", "dataset", "model_kwargs")]
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ValueError(f"Recipe field {key}={value!r} does not exist; the fields are {', '.join(fields)}.")
+    for key in ("epochs", "batch_size"):
+        if key in overrides:
+            overrides[key] = validation.integer(key, overrides[key], minimum=1)
+    for key in ("learning_rate", "weight_decay"):
+        if key in overrides:
+            overrides[key] = validation.number(key, overrides[key], low=0.0, high=math.inf, high_open=True)
+    if "momentum" in overrides:
+        overrides["momentum"] = validation.number("momentum", overrides["momentum"], low=0.0, high=1.0, high_open=True)
+    if "warmup_steps" in overrides:
+        overrides["warmup_steps"] = validation.integer("warmup_steps", overrides["warmup_steps"], minimum=0)
+    if "milestones" in overrides:
+        overrides["milestones"] = _milestones(overrides["milestones"])
+    asked = {k: overrides[k] for k in ("random_shift", "random_flip") if overrides.get(k) is not None}
+    shape = datasets.DATASETS[recipe.dataset].shape
+    if "random_shift" in asked:
+        validation.integer("random_shift", asked["random_shift"], minimum=0)
+    if "random_flip" in asked:
+        validation.boolean("random_flip", asked["random_flip"])
+    if asked and len(shape) != 3:
+        raise ValueError(f"{', '.join(f'{k}={v!r}' for k, v in asked.items())}: augmentation applies to images "
+                         f"(H, W, C); {recipe.dataset!r} gives frame sequences {shape}.")
+    if asked.get("random_shift", 0) >= min(shape[:2]):
+        raise ValueError(f"Argument `random_shift` must be smaller than the {recipe.dataset} images "
+                         f"({shape[0]}x{shape[1]} pixels: at most {min(shape[:2]) - 1}); "
+                         f"received random_shift={asked['random_shift']!r}.")
+    return overrides
+
+
+def _milestones(milestones):
+    if isinstance(milestones, (str, bytes)) or not isinstance(milestones, (list, tuple)):
+        raise TypeError(f"Argument `milestones` must be a list of epochs (integers); received milestones={milestones!r}.")
+    for value in milestones:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"Argument `milestones` must hold integers >= 1 (epochs at which the learning rate is "
+                             f"divided by 10); received milestones={list(milestones)!r}.")
+    if any(b <= a for a, b in zip(milestones, milestones[1:])):
+        raise ValueError(f"Argument `milestones` must be strictly increasing; received milestones={list(milestones)!r}.")
+    return tuple(int(m) for m in milestones)
+
+
+def check_milestones(milestones, epochs):
+    """Milestones of a new run must fall within its `epochs`: the learning rate is divided
+    at the start of epoch m (counted from 0), so m in 1 .. epochs - 1 (a later one never
+    acts)."""
+    milestones = _milestones(milestones)
+    outside = [m for m in milestones if m >= epochs]
+    if outside:
+        allowed = f"1 .. {epochs - 1}" if epochs > 1 else "none: a 1-epoch run has no epoch to decay at"
+        raise ValueError(f"Argument `milestones` must lie within the run's {epochs} epoch{'s' * (epochs != 1)} "
+                         f"({allowed}); received milestones={list(milestones)!r} with epochs={epochs}.")
+    return milestones
 
 
 CIFAR = dict(milestones=(50, 75), warmup_steps=400)

@@ -10,15 +10,25 @@ A run lives in one folder:
     tensorboard/      TensorBoard logs (when tensorboard is installed)
     model.keras       the final model;  result.json: its test evaluation
 
-The data order and the augmentation of epoch e are stateless functions of (seed, e) and
-the dropout RNG state is saved with the model, so an interrupted run resumed with
-`resume=True` continues exactly as if it had not been interrupted, also from the middle of
-an epoch (the resumed epoch's batches skip the ones already trained on).
+The JSON files are strict JSON: a number that is not finite (the loss of a diverged run)
+is written as null, and result.json then lists it under "non_finite" ({"loss": "nan"}).
+
+The data order and the augmentation of epoch e are drawn by NumPy from (seed, e) alone
+(`numpy_pipeline.epoch_draws`), for both input pipelines: "tf_data" applies the same
+draws with tf.data ops, "numpy" with NumPy, and the two give the same batches, value for
+value, so a run trains the same weights on either and may resume on the other. The dropout
+RNG state is saved with the model, so an interrupted run resumed with `resume=True`
+continues exactly as if it had not been interrupted, also from the middle of an epoch (the
+resumed epoch's batches skip the ones already trained on). A run.json without
+"batch_draws" was started by an earlier version, whose tf.data batches TensorFlow's
+stateless RNG drew: such a "tf_data" run resumes on tf.data only.
 """
 
 import importlib.util
 import inspect
 import json
+import math
+import numbers
 import os
 import platform
 import sys
@@ -31,14 +41,20 @@ import numpy as np
 from keras_fsnn import datasets, validation
 from keras_fsnn.callbacks import EquilibriumMonitor
 from keras_fsnn.inspection import block_inputs, spiking_layers
-from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches
+from keras_fsnn.datasets.numpy_pipeline import ArrayBatches, EpochBatches, epoch_draws
 from keras_fsnn.models import ARCHITECTURES, count_parameters
 from keras_fsnn.training.budget import FINAL_SECONDS, StepTiming, WallClockGuard, accelerator, measure_step, plan_schedule
 from keras_fsnn.training.optimizers import CoupledSGD, WarmupMultiStep
-from keras_fsnn.training.recipes import get_recipe
+from keras_fsnn.training.recipes import check_milestones, get_recipe
 
 EVAL_BATCH = 256
 PIPELINES = {"auto": "auto", "tf_data": "tf_data", "numpy": "numpy"}
+# How a run's epochs are shuffled and augmented (run.json "batch_draws"): "numpy" (both
+# pipelines; `numpy_pipeline.epoch_draws`), or "tf_stateless": the tf.data pipeline of runs
+# started before run.json recorded it (TensorFlow's stateless RNG; kept for their resumes).
+BATCH_DRAWS = "numpy"
+MAX_SEED = 2**32 - 1  # NumPy's seeds (keras.utils.set_random_seed seeds NumPy too)
+VERBOSE = {"auto": "auto", "0": 0, "1": 1, "2": 2}
 
 
 def check_model_overrides(name, model_overrides):
@@ -78,10 +94,59 @@ def compile_model(model, recipe, steps_per_epoch, jit_compile=True):
     return model
 
 
-def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augmentation, first_batch=0):
-    """Batches for epochs first_epoch..last_epoch-1, starting at batch `first_batch` of the
-    first; epoch e is shuffled (and augmented by `augmentation`, a `datasets.Augmentation`)
-    by stateless random ops seeded with (seed, e)."""
+def epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augmentation, first_batch=0,
+                   draws=BATCH_DRAWS):
+    """tf.data batches for epochs first_epoch..last_epoch-1, starting at batch `first_batch`
+    of the first: epoch e is shuffled (and augmented by `augmentation`, a
+    `datasets.Augmentation`) by the draws of `numpy_pipeline.epoch_draws(seed, e, ...)`,
+    those of `EpochBatches`, so the batches are the NumPy pipeline's, value for value.
+    `draws="tf_stateless"`: TensorFlow's stateless RNG instead (runs started before
+    run.json recorded "batch_draws")."""
+    if draws == "tf_stateless":
+        return _stateless_epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed,
+                                         augmentation, first_batch)
+    import tensorflow as tf
+
+    count = int(len(labels))
+    scale = images.dtype == np.uint8 and info.name != "nmnist"  # as numpy_pipeline's _scale
+    shift = augmentation.shift if augmentation else 0
+    flip = bool(augmentation) and augmentation.flip
+    images = tf.constant(images)
+    labels = tf.constant(labels)
+
+    def drawn(epoch):
+        order, offsets, flips = epoch_draws(seed, int(epoch), count, augmentation)
+        if offsets is None:
+            offsets, flips = np.zeros((count, 2), np.int64), np.zeros(count, bool)
+        return order.astype(np.int64), offsets.astype(np.int64), flips.astype(bool)
+
+    def example(index, offset, flipped):
+        image = tf.cast(tf.gather(images, index), tf.float32)
+        if scale:
+            image = image / 255.0
+        if shift:  # the window at `offset` of the zero-padded image
+            image = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]])
+            image = tf.slice(image, tf.concat([offset, [0]], 0), info.shape)
+        if flip:
+            image = tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
+        return image, tf.gather(labels, index)
+
+    def one_epoch(epoch):
+        order, offsets, flips = tf.numpy_function(drawn, [epoch], (tf.int64, tf.int64, tf.bool))
+        order.set_shape([count])
+        offsets.set_shape([count, 2])
+        flips.set_shape([count])
+        return tf.data.Dataset.from_tensor_slices((order, offsets, flips)).map(
+            example, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+
+    epochs = tf.data.Dataset.range(first_epoch, last_epoch)
+    return epochs.flat_map(one_epoch).skip(first_batch).prefetch(tf.data.AUTOTUNE)
+
+
+def _stateless_epoch_pipeline(info, images, labels, batch_size, first_epoch, last_epoch, seed, augmentation,
+                              first_batch=0):
+    """The tf.data batches of runs started before "batch_draws" (drawn by TensorFlow's
+    stateless RNG from (seed, e)): their resumes continue with them."""
     import tensorflow as tf
 
     images = tf.constant(images)
@@ -152,8 +217,10 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     uses XLA except for convolutional models on TensorFlow, which train 2-3x faster in
     graph mode on the CPU (benchmarks/step_time.py; docs/benchmarks.md). `pipeline`:
     "tf_data", "numpy" (`keras.utils.PyDataset`s, no TensorFlow needed: the JAX backend on
-    a machine without TensorFlow) or "auto" (tf.data when TensorFlow is installed); a
-    resumed run keeps the pipeline it started with. `checkpoint_every=k` also checkpoints
+    a machine without TensorFlow) or "auto" (tf.data when TensorFlow is installed); both
+    give the same batches (module docstring), so the same seed trains the same weights on
+    either; a resumed run keeps the pipeline it started with under "auto" (or takes NumPy's
+    where TensorFlow is missing) and may be given the other. `checkpoint_every=k` also checkpoints
     every k training steps within an epoch (for long epochs: an interruption then loses at
     most k steps); `callbacks` are further Keras callbacks, called after the run's own.
     `random_shift` (pixels) and `random_flip` replace the dataset's paper augmentation
@@ -171,12 +238,25 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     budget`; `step_timing`, a `StepTiming` or its dict, gives one measured earlier on the
     same machine instead), records the plan in run.json, and stops the run early at an
     epoch end if the epochs turn out slower than planned (result.json says so).
+
+    Every argument is checked before any data is loaded, model built or file written: a
+    TypeError or ValueError names it, its value and what is allowed (epochs, batch_size,
+    limit, checkpoint_every, validation_examples: integers >= 1, epochs >= 0 on a resume;
+    warmup_steps, random_shift: integers >= 0, the shift smaller than the image;
+    learning_rate finite and >= 0; milestones strictly increasing within the epochs;
+    seed in [0, 2**32); time_budget finite and > 0; verbose "auto", 0, 1 or 2; the model
+    options by the layers themselves, when the model is built before the data loads).
     """
     clock_start = time.monotonic()
     # an unknown name or an option the model does not take fails before anything is written
+    if model_overrides is not None and not isinstance(model_overrides, dict):
+        raise TypeError(f"Argument `model_overrides` must be a dict of model options; received "
+                        f"model_overrides={model_overrides!r}.")
     check_model_overrides(name, model_overrides or {})
+    resume = validation.boolean("resume", resume)
     if time_budget is not None:
-        time_budget = validation.number("time_budget", time_budget, low=0.0, low_open=True)
+        time_budget = validation.number("time_budget", time_budget, low=0.0, low_open=True, high=math.inf,
+                                        high_open=True)
         planned = [k for k, v in (("milestones", milestones), ("warmup_steps", warmup_steps)) if v is not None]
         if planned and not resume:
             raise ValueError(f"time_budget={time_budget:g} plans the schedule itself; do not pass {', '.join(planned)} "
@@ -190,16 +270,37 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         checkpoint_every = validation.integer("checkpoint_every", checkpoint_every, minimum=1)
     if validation_examples is not None:
         validation_examples = validation.integer("validation_examples", validation_examples, minimum=1)
-    if pipeline == "auto":
-        pipeline = "tf_data" if importlib.util.find_spec("tensorflow") else "numpy"
+    if limit is not None:
+        limit = validation.integer("limit", limit, minimum=1)
+    seed = check_seed(seed)
+    verbose = check_verbose(verbose)
+    if jit_compile not in ("auto", True, False):
+        raise ValueError(f"Argument `jit_compile` must be one of 'auto', True, False; received jit_compile={jit_compile!r}.")
+    if epochs is not None:  # on a resume, fewer epochs than trained is _check_epochs' to explain
+        epochs = validation.integer("epochs", epochs, minimum=0 if resume else 1)
+    overrides = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
+                     milestones=list(milestones) if isinstance(milestones, (list, tuple)) else milestones,
+                     random_shift=random_shift, random_flip=random_flip)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    asked = get_recipe(name).with_overrides({k: v for k, v in overrides.items() if k != "epochs" or not resume})
+    if not resume:
+        if milestones is not None:
+            check_milestones(overrides["milestones"], asked.epochs)
+        if validation_examples is not None:
+            available = min(datasets.DATASETS[asked.dataset].sizes[0], limit or math.inf)
+            if validation_examples >= available:
+                raise ValueError(f"validation_examples={validation_examples}: the training set has {available} "
+                                 "examples; hold out fewer, so that some are left to train on.")
+    tensorflow = bool(importlib.util.find_spec("tensorflow"))
+    if pipeline == "auto" and not resume:
+        pipeline = "tf_data" if tensorflow else "numpy"
+    if pipeline == "tf_data" and not tensorflow and not resume:
+        raise ValueError("pipeline='tf_data' needs TensorFlow, which is not installed here; pass pipeline='numpy' "
+                         "or 'auto' (the same batches).")
     output_dir = output_dir or os.path.join("runs", name)
     run_path = os.path.join(output_dir, "run.json")
-    overrides = dict(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_steps=warmup_steps,
-                     milestones=list(milestones) if milestones is not None else None, random_shift=random_shift,
-                     random_flip=random_flip)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
-                "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline,
+                "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline, "batch_draws": BATCH_DRAWS,
                 "validation_examples": validation_examples}
     if initial_weights is not None and not resume:
         settings["initial_weights"] = _initial_weights(initial_weights)
@@ -223,14 +324,18 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         settings = {"pipeline": "tf_data", **saved, "data_dir": data_dir or saved.get("data_dir")}
         if epochs is not None:
             settings["recipe_overrides"] = {**saved["recipe_overrides"], "epochs": epochs}
+        session_pipeline = _resumed_pipeline(settings, pipeline, tensorflow, output_dir)
     elif resume:
         raise FileNotFoundError(f"Nothing to resume in {output_dir}: no run.json there.")
+    else:
+        session_pipeline = pipeline
 
-    recipe = get_recipe(settings["name"]).with_overrides(settings["recipe_overrides"])
     state_path = os.path.join(output_dir, "state.json")
     progress = json.load(open(state_path)) if resume and os.path.exists(state_path) else {}
     first_epoch, first_step = progress.get("finished_epochs", 0), progress.get("finished_steps", 0)
-    _check_epochs(recipe.epochs, first_epoch, first_step, output_dir)
+    _check_epochs(settings["recipe_overrides"].get("epochs", get_recipe(settings["name"]).epochs), first_epoch,
+                  first_step, output_dir)
+    recipe = get_recipe(settings["name"]).with_overrides(settings["recipe_overrides"])
     if resume and epochs is not None:
         _write_json(run_path, settings)
     model = None if progress else _new_model(settings)  # before the data loads: a bad model option fails at once
@@ -288,16 +393,16 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     def training_batches(first, last, first_batch=0):
         """Batches of epochs first..last-1 (from batch first_batch of the first), and fit's options
         (shuffle=False: they are shuffled by (seed, epoch) already)."""
-        if settings["pipeline"] == "numpy":
+        if session_pipeline == "numpy":
             data = EpochBatches(info, x_train, y_train, recipe.batch_size, settings["seed"], first,
                                 recipe.augmentation(), first_batch)
         else:
             data = epoch_pipeline(info, x_train, y_train, recipe.batch_size, first, last, settings["seed"],
-                                  recipe.augmentation(), first_batch)
+                                  recipe.augmentation(), first_batch, draws=_batch_draws(settings))
         return data, {"steps_per_epoch": steps_per_epoch - first_batch, "shuffle": False}
 
     def evaluation_batches(images, labels):
-        if settings["pipeline"] == "numpy":
+        if session_pipeline == "numpy":
             return ArrayBatches(info, images, labels, EVAL_BATCH)
         return datasets.make_pipeline(recipe.dataset, "test", batch_size=EVAL_BATCH, arrays=(images, labels))
 
@@ -331,9 +436,9 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         model.fit(data, epochs=recipe.epochs, initial_epoch=first_epoch, validation_data=validation_data,
                   callbacks=callbacks, verbose=verbose, **steps)
     model.save(os.path.join(output_dir, "model.keras"))
-    result = evaluate(model, test_data)
+    result = evaluate(model, test_data, verbose=verbose)
     if held_out:
-        on_validation = evaluate(model, validation_data, residual_batches=1)
+        on_validation = evaluate(model, validation_data, residual_batches=1, verbose=verbose)
         result["validation"] = {k: on_validation[k] for k in ("accuracy", "loss", "examples")}
     result.update(epochs=recipe.epochs, train_seconds_this_session=round(time.time() - started, 1),
                   trained_steps=int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
@@ -343,6 +448,63 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                                  "wall_seconds": round(time.monotonic() - clock_start, 1)}
     _write_json(os.path.join(output_dir, "result.json"), result)
     return result
+
+
+def check_seed(seed):
+    """A run's seed: an integer in [0, 2**32) (NumPy's seeds; Keras seeds NumPy with it)."""
+    seed = validation.integer("seed", seed, minimum=0)
+    if seed > MAX_SEED:
+        raise ValueError(f"Argument `seed` must be an integer in [0, {MAX_SEED}]; received seed={seed!r}.")
+    return seed
+
+
+def check_verbose(verbose):
+    """Keras's verbosity: "auto", 0 (silent), 1 (progress bar) or 2 (one line per epoch)."""
+    key = str(verbose).lower() if isinstance(verbose, (str, numbers.Integral)) and not isinstance(verbose, bool) else None
+    if key not in VERBOSE:
+        raise ValueError(f"Argument `verbose` must be one of 'auto', 0, 1, 2; received verbose={verbose!r}.")
+    return VERBOSE[key]
+
+
+def check_evaluation_options(limit=None, batch_size=EVAL_BATCH, time_steps=None, residual_batches=4,
+                             verbose="auto"):
+    """The options of an evaluation (`evaluate`, `evaluate_preset`, `keras-fsnn eval`),
+    checked before a model loads: limit (None: all), batch_size, time_steps (None: the
+    model's own) and residual_batches are integers >= 1; verbose as `check_verbose`."""
+    if limit is not None:
+        validation.integer("limit", limit, minimum=1)
+    validation.integer("batch_size", batch_size, minimum=1)
+    if time_steps is not None:
+        validation.integer("time_steps", time_steps, minimum=1)
+    validation.integer("residual_batches", residual_batches, minimum=1)
+    return check_verbose(verbose)
+
+
+def _batch_draws(settings):
+    """How the run's epochs are drawn (BATCH_DRAWS): run.json's "batch_draws", else (a run
+    started before it was recorded) "tf_stateless" for tf.data runs, NumPy's for the others."""
+    return settings.get("batch_draws") or ("tf_stateless" if settings["pipeline"] == "tf_data" else "numpy")
+
+
+def _resumed_pipeline(settings, asked, tensorflow, output_dir):
+    """The pipeline a resumed run continues on: "auto" keeps the one it started with (NumPy's
+    where TensorFlow is missing: the same batches); the other may be asked for, except by a
+    run whose tf.data batches TensorFlow's RNG drew (before run.json recorded "batch_draws")."""
+    started = settings["pipeline"]
+    if _batch_draws(settings) == "tf_stateless":
+        if asked not in ("auto", "tf_data") or not tensorflow:
+            raise ValueError(
+                f"pipeline={asked!r}: the run in {output_dir} was started with pipeline='tf_data' by an earlier "
+                "keras-fsnn, whose tf.data batches TensorFlow's stateless RNG drew (its run.json has no "
+                "\"batch_draws\"); it continues exactly only on tf.data: resume it with pipeline='tf_data' "
+                "(--pipeline tf_data) or 'auto'" + ("" if tensorflow else ", on a machine with TensorFlow") + ".")
+        return "tf_data"
+    if asked == "auto":
+        return "numpy" if started == "tf_data" and not tensorflow else started
+    if asked == "tf_data" and not tensorflow:
+        raise ValueError("pipeline='tf_data' needs TensorFlow, which is not installed here; resume with "
+                         "pipeline='numpy' or 'auto' (the same batches).")
+    return asked
 
 
 def _new_model(settings):
@@ -406,10 +568,14 @@ def _load_initial_weights(model, record):
     zoo.load_weights(model, record["path"])
 
 
-def evaluate(model, data, residual_batches=4):
+def evaluate(model, data, residual_batches=4, verbose="auto"):
     """Test accuracy and loss, mean firing rate per spiking layer over the whole data, and
     the equilibrium residual ||f(a[T]) - a[T]|| at T (mean over a few batches), of the
     model's last spiking layer (a FeedbackSpikingBlock or ImplicitStreams).
+
+    `verbose`: "auto" or 1 shows a Keras progress bar over the batches (with the running
+    accuracy), 2 one line at the end, 0 nothing. Data without a single example is a
+    ValueError.
 
     `firing_rates` lists the layers' rates and `firing_rate_layers` their names ("1", "2",
     ... for a block; "s1_1", ... stream by stream for ImplicitStreams). For ImplicitStreams,
@@ -418,6 +584,14 @@ def evaluate(model, data, residual_batches=4):
     curve per stream."""
     from keras import ops
 
+    verbose = check_evaluation_options(residual_batches=residual_batches, verbose=verbose)
+    verbose = 1 if verbose == "auto" else verbose
+    try:
+        batches = len(data)
+    except TypeError:  # a tf.data pipeline of unknown length, a generator
+        batches = None
+    progress = keras.utils.Progbar(batches, verbose=verbose, stateful_metrics=["accuracy"], unit_name="batch") \
+        if verbose else None
     layers = spiking_layers(model)
     layer = layers[-1] if layers else None
     correct = total = 0
@@ -431,6 +605,8 @@ def evaluate(model, data, residual_batches=4):
         correct += int(np.sum(np.argmax(ops.convert_to_numpy(logits), -1) == y))
         total += len(y)
         loss_sum += float(loss_fn(y, logits))
+        if progress is not None:
+            progress.update(i + 1, [("accuracy", correct / total)], finalize=False)
         if layer is None:
             continue
         rates = {k[len("rate_"):]: v for k, v in layer.diagnostics().items() if k.startswith("rate_")}
@@ -439,6 +615,10 @@ def evaluate(model, data, residual_batches=4):
         if i < residual_batches:
             trace = layer.simulate(block_inputs(model, layer, x), record_residuals=True)["residuals"]
             residuals.append(ops.convert_to_numpy(trace))
+    if not total:
+        raise ValueError("evaluate: the data held no examples (an empty test set, or a limit of 0).")
+    if progress is not None:
+        progress.update(i + 1, [("accuracy", correct / total)], finalize=True)
     result = {"accuracy": correct / total, "loss": loss_sum / total, "examples": total}
     if layer is not None:
         result["firing_rates"] = [float(r) for r in rate_sum / total]
@@ -467,7 +647,35 @@ def _check_epochs(epochs, finished_epochs, finished_steps, output_dir):
             + f": pass --epochs {needed} or more.")
 
 
+def json_safe(value, where=""):
+    """`value` with every non-finite float (NaN, +-inf: a diverged run's loss) replaced by
+    None, so that it is strict JSON, and {path: "nan" | "inf" | "-inf"} of what was replaced
+    (paths like "loss", "validation.loss", "firing_rates[2]")."""
+    if isinstance(value, dict):
+        clean, replaced = {}, {}
+        for key, item in value.items():
+            clean[key], inner = json_safe(item, f"{where}.{key}" if where else str(key))
+            replaced.update(inner)
+        return clean, replaced
+    if isinstance(value, (list, tuple)):
+        clean, replaced = [], {}
+        for k, item in enumerate(value):
+            item, inner = json_safe(item, f"{where}[{k}]")
+            clean.append(item)
+            replaced.update(inner)
+        return clean, replaced
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None, {where: str(float(value))}
+    if isinstance(value, np.generic):
+        return value.item(), {}
+    return value, {}
+
+
 def _write_json(path, value):
+    """Strict JSON (`json_safe`); a dict that had non-finite numbers lists them under "non_finite"."""
+    value, replaced = json_safe(value)
+    if replaced and isinstance(value, dict):
+        value["non_finite"] = replaced
     with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=2)
+        json.dump(value, f, indent=2, allow_nan=False)
     os.replace(path + ".tmp", path)
