@@ -15,13 +15,19 @@ the package `keras_fsnn.presets`) or anywhere on disk:
 
 Weights are checked against their sha256 before loading. A preset that has not been
 trained says so in `list_presets()` and its card, and `load` refuses it unless
-`weights=None`. This module depends on `keras_fsnn.models` only; turning a training run
-into a preset and measuring one are `keras_fsnn.training.export_run` / `evaluate_preset`.
+`weights=None`. A missing, malformed or incomplete file of a preset is a `PresetError`
+naming the file and what is wrong with it. This module depends on `keras_fsnn.models`
+only; turning a training run into a preset and measuring one are
+`keras_fsnn.training.export_run` / `evaluate_preset`.
 """
 
+import builtins
 import hashlib
+import inspect
 import json
+import numbers
 import os
+import re
 
 import keras
 
@@ -29,6 +35,11 @@ from keras_fsnn.models import ARCHITECTURES, count_parameters
 
 WEIGHTS_FILE = "model.weights.h5"
 TRAINED = "trained"
+WEIGHTS_CHOICES = "'pretrained', None, or the path of a .weights.h5 or .keras file"
+# The keys a file must have and their JSON types; a trained preset's metadata also TRAINED_METADATA.
+CONFIG_FIELDS = {"architecture": str, "arguments": dict}
+TRAINED_METADATA = {"weights_sha256": str, "dataset": str, "test_accuracy": numbers.Real, "time_steps": int,
+                    "neuron": str}
 
 
 class PresetError(ValueError):
@@ -48,7 +59,11 @@ def preset_root():
 
 
 def names():
+    """The names of the shipped presets (folders of `preset_root()` with a config.json)."""
     root = preset_root()
+    if not os.path.isdir(root):
+        raise PresetError(f"The zoo folder {root} does not exist"
+                          + (" (set by $KERAS_FSNN_ZOO)." if os.environ.get("KERAS_FSNN_ZOO") else "."))
     return sorted(d for d in os.listdir(root) if os.path.isfile(os.path.join(root, d, "config.json")))
 
 
@@ -56,10 +71,10 @@ def list_presets():
     """Every shipped preset with its status and, when trained, its measured accuracy."""
     entries = []
     for name in names():
-        metadata = _read_json(os.path.join(preset_root(), name, "metadata.json"))
+        metadata = read_metadata(os.path.join(preset_root(), name))
         if metadata.get("status") == TRAINED:
             # the arguments the weights were trained with where they differ from the architecture's defaults
-            arguments = _read_json(os.path.join(preset_root(), name, "config.json"))["arguments"]
+            arguments = read_config(os.path.join(preset_root(), name))["arguments"]
             settings = "".join(f", {k}={v!r}" for k, v in arguments.items() if k != "name")
             status = (f"trained: {100 * metadata['test_accuracy']:.2f}% test accuracy on {metadata['dataset']} "
                       f"(T={metadata['time_steps']}, {metadata['neuron'].upper()}{settings})")
@@ -73,11 +88,24 @@ list = list_presets  # noqa: A001 - the name the docs and users know
 
 
 def locate(name):
-    """The folder of preset `name` (a shipped name or a path to a preset folder)."""
-    if os.path.isdir(name):
-        folder = name
+    """The folder of preset `name`: a shipped name, or the path of a preset folder (str or
+    os.PathLike). A string with a path separator, or starting with "." or "~", is a path."""
+    if isinstance(name, os.PathLike):
+        name = os.fspath(name)
+    if not isinstance(name, str):
+        raise TypeError(f"Argument `name` must be a zoo preset name (see keras_fsnn.zoo.list_presets()) or a "
+                        f"preset folder path (str or os.PathLike); received name={name!r}.")
+    if not name:
+        raise PresetError("Argument `name` must be a zoo preset name or a preset folder path; received name=''.")
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        folder = path
+    elif _is_path(name):
+        what = "is a file, not a preset folder" if os.path.exists(path) else "no such folder"
+        raise PresetError(f"Argument `name` is a path, and name={name!r}: {what}. Pass the path of a preset "
+                          "folder (one with config.json) or a zoo preset name (see keras_fsnn.zoo.list_presets()).")
     else:
-        folder = os.path.join(preset_root(), str(name))
+        folder = os.path.join(preset_root(), name)
         if not os.path.isfile(os.path.join(folder, "config.json")):
             known = ", ".join(repr(n) for n in names())
             raise PresetError(f"Unknown zoo preset {name!r}. Known presets: {known}; or pass a preset folder path.")
@@ -86,27 +114,57 @@ def locate(name):
     return folder
 
 
+def _is_path(name):
+    return any(sep and sep in name for sep in (os.sep, os.altsep, "/")) or name.startswith((".", "~"))
+
+
 def build(name, **overrides):
     """The architecture of a preset, with fresh weights; `overrides` change its arguments
     (e.g. time_steps=10 to evaluate at another T)."""
     folder = locate(name)
-    config = _read_json(os.path.join(folder, "config.json"))
+    config = read_config(folder)
+    path = os.path.join(folder, "config.json")
     architecture = config["architecture"]
     if architecture not in ARCHITECTURES:
-        raise PresetError(f"{folder}/config.json names architecture {architecture!r}; known: {sorted(ARCHITECTURES)}.")
+        raise PresetError(f"{path} names architecture {architecture!r}; known: {sorted(ARCHITECTURES)}.")
+    allowed = _arguments_of(ARCHITECTURES[architecture])
+    if allowed is not None:
+        unknown = sorted(set(config["arguments"]) - allowed)
+        if unknown:
+            raise PresetError(f"{path}: {architecture} takes no argument {', '.join(map(repr, unknown))}; it takes "
+                              f"{', '.join(sorted(allowed))}.")
+        unknown = sorted(set(overrides) - allowed)
+        if unknown:
+            raise TypeError(f"Preset {os.path.basename(os.path.normpath(folder))!r} ({architecture}) takes no argument "
+                            f"{', '.join(map(repr, unknown))}; received {unknown[0]}={overrides[unknown[0]]!r}. Its "
+                            f"arguments: {', '.join(sorted(allowed))}.")
     return ARCHITECTURES[architecture](**{**config["arguments"], **overrides})
+
+
+def _arguments_of(function):
+    """The keyword arguments `function` takes, or None when it takes any (**kwargs)."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters}
 
 
 def load(name, weights="pretrained", **overrides):
     """Build preset `name` and load its weights.
 
     Args:
-        name: a zoo name (see `list()`) or a preset folder.
+        name: a zoo name (see `list()`) or a preset folder (str or os.PathLike; a string
+            with a "/" is always a path, and a missing folder is "no such folder").
         weights: "pretrained" (the preset's verified weights), None (fresh weights), or a
-            path to a `.weights.h5` or `.keras` file with weights for this architecture.
+            path to a `.weights.h5` or `.keras` file with weights for this architecture;
+            anything else is a TypeError.
         **overrides: architecture arguments to change, e.g. `time_steps`.
     """
     folder = locate(name)
+    if isinstance(weights, os.PathLike):
+        weights = os.fspath(weights)
+    if weights is not None and not isinstance(weights, str):
+        raise TypeError(f"Argument `weights` must be {WEIGHTS_CHOICES}; received weights={weights!r}.")
     model = build(folder, **overrides)
     if weights is None:
         return model
@@ -121,9 +179,13 @@ def load_weights(model, path, name=None):
     `PresetError`, and `model` keeps the weights it had."""
     import warnings
 
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Argument `path` must be the path of a .weights.h5 or .keras file (str or os.PathLike); "
+                        f"received path={path!r}.")
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise PresetError(f"weights={path!r}: no such file.")
+        what = "a folder, not a weights file" if os.path.isdir(path) else "no such file"
+        raise PresetError(f"weights={path!r}: {what} (`weights` must be {WEIGHTS_CHOICES}).")
     name = name or model.name
     before = model.get_weights()
     try:
@@ -147,7 +209,7 @@ def load_weights(model, path, name=None):
 def pretrained_weights_path(folder):
     """The preset's weights file after checking it exists and matches its sha256 (fetched
     from `weights_url` into the Keras cache when the file is not in the folder)."""
-    metadata = _read_json(os.path.join(folder, "metadata.json"))
+    metadata = read_metadata(folder)
     name = os.path.basename(os.path.normpath(folder))
     if metadata.get("status") != TRAINED:
         raise PresetError(
@@ -282,11 +344,63 @@ def sha256(path):
     return digest.hexdigest()
 
 
-def _read_json(path):
+def read_config(folder):
+    """A preset's config.json, checked: an object with `architecture` (a string) and
+    `arguments` (an object)."""
+    return _read_json(os.path.join(folder, "config.json"), CONFIG_FIELDS)
+
+
+def read_metadata(folder):
+    """A preset's metadata.json, checked: an object; a trained preset's also has the keys of
+    TRAINED_METADATA, with a sha256 of 64 hex digits."""
+    path = os.path.join(folder, "metadata.json")
+    metadata = _read_json(path)
+    if metadata.get("status") == TRAINED:
+        require(metadata, TRAINED_METADATA, f"{path} (status 'trained')")
+        if not re.fullmatch(r"[0-9a-f]{64}", metadata["weights_sha256"]):
+            raise PresetError(f"{path}: weights_sha256 must be 64 lower-case hex digits; found "
+                              f"{metadata['weights_sha256']!r}.")
+    return metadata
+
+
+JSON_TYPES = {dict: "an object", builtins.list: "an array", str: "a string", bool: "true or false", int: "an integer",
+              numbers.Real: "a number", float: "a number", type(None): "null"}
+
+
+def _json_type(value):
+    return next(name for kind, name in JSON_TYPES.items() if isinstance(value, kind))
+
+
+def require(record, fields, where):
+    """Check that JSON object `record` (read from `where`) has each key of `fields` with a
+    value of its type (a Python type; numbers.Real for any number); a PresetError otherwise."""
+    for key, kind in fields.items():
+        if key not in record:
+            raise PresetError(f"{where} lacks the key {key!r} ({JSON_TYPES[kind]}); it has "
+                              f"{', '.join(map(repr, record)) or 'no keys'}.")
+        value = record[key]
+        if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+            raise PresetError(f"{where}: {key!r} must be {JSON_TYPES[kind]}; found {_json_type(value)}, {value!r}.")
+
+
+def _read_json(path, fields=None):
+    """The JSON object in `path`. A missing or unreadable file, malformed JSON (e.g. a
+    truncated file), a value that is not an object, or one without the keys of `fields`
+    (see `require`) is a PresetError naming the file."""
     if not os.path.isfile(path):
         raise PresetError(f"{path} is missing.")
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except json.JSONDecodeError as error:
+        raise PresetError(f"{path} is not valid JSON ({error}): it is truncated or corrupted.") from error
+    except UnicodeDecodeError as error:
+        raise PresetError(f"{path} is not UTF-8 text ({error}): it is corrupted.") from error
+    if not isinstance(value, dict):
+        raise PresetError(f"{path} must hold a JSON object {{...}}; it holds {_json_type(value)}.")
+    if fields:
+        require(value, fields, path)
+    return value
 
 
 def _write_json(path, value):

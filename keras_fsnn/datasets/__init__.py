@@ -96,7 +96,10 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
     validation.choose("source", source, {"auto": 1, "files": 1, "tfds": 1})
     if info.name == "digits":
         return readers.read_sklearn_digits(split)
-    data_dir = data_dir or default_data_dir()
+    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
+        raise TypeError(f"Argument `data_dir` must be a folder path (str or os.PathLike) or None; received "
+                        f"data_dir={data_dir!r}.")
+    data_dir = os.fspath(data_dir) if data_dir else default_data_dir()
     looked = []
     if source in ("auto", "files"):
         for folder in (os.path.join(data_dir, info.name), data_dir):
@@ -121,7 +124,7 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
 
 def _read_files(info, folder, split, time_steps):
     if info.name in ("mnist", "fashion_mnist"):
-        return readers.read_mnist_format(folder, split)
+        return readers.read_mnist_format(folder, split, info.num_classes)
     if info.name in ("cifar10", "cifar100"):
         return readers.read_cifar(folder, split, info.num_classes)
     return readers.read_nmnist(folder, split, time_steps)
