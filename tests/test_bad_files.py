@@ -519,3 +519,12 @@ def test_a_failed_swap_keeps_the_previous_preset(tmp_path, run_model, monkeypatc
     assert metadata["test_slice"] == {"examples": 4, "accuracy": 0.5}
     assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"]
     assert json.loads((target / "config.json").read_text())["arguments"]["time_steps"] == 1
+
+
+@pytest.mark.parametrize("option", [{"time_steps": 0}, {"limit": 0}, {"batch_size": 0}, {"limit": -3}])
+def test_evaluate_preset_refuses_bad_options_before_anything_loads(option):
+    from keras_fsnn.training.export import evaluate_preset
+
+    (argument, value), = option.items()
+    with pytest.raises(ValueError, match=rf"`{argument}` must be an integer >= 1; received {argument}={value}"):
+        evaluate_preset("/no/such/preset", **option)  # refused before the (missing) folder is looked at

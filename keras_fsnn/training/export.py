@@ -293,12 +293,15 @@ def load_for_evaluation(name, weights="pretrained", **overrides):
 
 
 def evaluate_preset(name, weights="pretrained", data_dir=None, limit=None, batch_size=256, time_steps=None,
-                    simulation_dtype=None):
+                    simulation_dtype=None, verbose="auto"):
     """Test-set accuracy, per-layer firing rates and equilibrium residual of a preset;
-    `time_steps` / `simulation_dtype` simulate at another T / precision than the preset's."""
+    `time_steps` / `simulation_dtype` simulate at another T / precision than the preset's
+    (the options are checked before anything loads: `trainer.check_evaluation_options`)."""
     from keras_fsnn import datasets
+    from keras_fsnn.training.trainer import check_evaluation_options
     from keras_fsnn.training.trainer import evaluate as evaluate_model
 
+    verbose = check_evaluation_options(limit=limit, batch_size=batch_size, time_steps=time_steps, verbose=verbose)
     folder = locate(name)
     metadata = read_metadata(folder)
     path = os.path.join(folder, "metadata.json")
@@ -307,7 +310,7 @@ def evaluate_preset(name, weights="pretrained", data_dir=None, limit=None, batch
     if dataset not in datasets.DATASETS:
         raise PresetError(f"{path} names dataset {dataset!r}; known: {', '.join(datasets.DATASETS)}.")
     overrides = {key: value for key, value in (("time_steps", time_steps), ("simulation_dtype", simulation_dtype))
-                 if value}
+                 if value is not None}
     model = load_for_evaluation(folder, weights, **overrides)
     data = datasets.make_pipeline(dataset, "test", data_dir, batch_size=batch_size, limit=limit)
-    return evaluate_model(model, data)
+    return evaluate_model(model, data, verbose=verbose)
