@@ -43,8 +43,20 @@ def make_hypermodel(family, dataset, layer="dense", **kwargs):
     return {"alexnet_f": HyperAlexNetF, "cifarnet_f": HyperCIFARNetF, "mpis": HyperMPIS}[family](**common, **kwargs)
 
 
+def oracle_seed(seed):
+    """The seed handed to keras-tuner for our `seed` (an integer >= 0): `seed + 1`.
+
+    keras-tuner's oracle takes `seed or random.randint(1, 10000)`, so a seed of 0 (the
+    default of `tune`, `make_tuner`, `keras-fsnn tune` and examples/tune_digits.py) would
+    mean a random one and every run would sample other trials. Shifting by one keeps every
+    seed, 0 included, fixed and distinct from the others."""
+    return validation.integer("seed", seed, minimum=0) + 1
+
+
 def make_tuner(hypermodel, tuner="random", objective="accuracy", max_trials=10, epochs=3, seed=0,
                directory="tuning", project_name="search", overwrite=False):
+    """A keras-tuner tuner of `hypermodel` whose sampled trials are fixed by `seed` (0
+    included: see `oracle_seed`)."""
     import keras_tuner
 
     kind = validation.choose("tuner", tuner, TUNERS)
@@ -55,7 +67,7 @@ def make_tuner(hypermodel, tuner="random", objective="accuracy", max_trials=10, 
         goal = keras_tuner.Objective(*OBJECTIVES[objective])
     if objective == "accuracy_within_rate" and hypermodel.rate_bound is None:
         raise ValueError("objective='accuracy_within_rate' needs a rate bound: pass rate_bound=... (--rate-bound).")
-    common = dict(objective=goal, seed=seed, directory=directory, project_name=project_name, overwrite=overwrite)
+    common = dict(objective=goal, seed=oracle_seed(seed), directory=directory, project_name=project_name, overwrite=overwrite)
     if kind == "hyperband":
         return keras_tuner.Hyperband(hypermodel, max_epochs=validation.integer("epochs", epochs, minimum=1),
                                      factor=3, **common)
