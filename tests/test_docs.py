@@ -61,7 +61,14 @@ def names_for(code):
 def test_documented_snippet_runs(code, tmp_path, monkeypatch):
     if keras.backend.backend() != "tensorflow" and "tf." in code:
         pytest.skip("a TensorFlow snippet")
+    from keras_fsnn import gradients, neurons
+
     monkeypatch.chdir(tmp_path)  # what a snippet writes (a tuner project, weight files) stays here
+    # a snippet registering an option sees the library's own registry, not one that another
+    # test in this process extended (test_options registers the same example neuron)
+    for module, name in ((neurons, "NEURONS"), (gradients, "GRADIENTS")):
+        own = {key: cls for key, cls in getattr(module, name).items() if cls.__module__.startswith("keras_fsnn.")}
+        monkeypatch.setattr(module, name, own)
     for written, run in SHORTER.items():
         code = code.replace(written, run)
     exec(compile(code, "snippet", "exec"), names_for(code))
