@@ -11,7 +11,7 @@ import pytest
 from conftest import QUICK_JIT
 from data_paths import shared_data
 
-from keras_fsnn.cli import _model_overrides, build_parser, train_command
+from _keras_fsnn.cli import _model_overrides, build_parser, train_command
 from keras_fsnn.cli import main as cli
 from keras_fsnn.training import budget, get_recipe, train
 from keras_fsnn.training.budget import StepTiming, WallClockGuard, plan_schedule

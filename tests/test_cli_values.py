@@ -234,29 +234,39 @@ def test_run_files_are_strict_json_with_non_finite_numbers_as_null(tmp_path):
     assert strict(line) == {"accuracy": 0.1, "loss": None, "non_finite": {"loss": "nan"}}
 
 
-HELP_WITHOUT_INIT = """
-import os, sys, types
-package = types.ModuleType("keras_fsnn")
-package.__path__ = [os.path.join(sys.argv[1], "keras_fsnn")]
-sys.modules["keras_fsnn"] = package  # cli.py on its own, without the package's __init__ imports
-from keras_fsnn.cli import main
+RUN_WITHOUT_KERAS = """
+import sys
+from _keras_fsnn.cli import main
 try:
-    main(sys.argv[2:])
+    main(sys.argv[1:])
 except SystemExit as exit:
     assert exit.code in (0, None), exit.code
-heavy = sorted(name for name in ("keras", "tensorflow", "jax") if name in sys.modules)
+heavy = sorted(name for name in ("keras", "keras_fsnn", "tensorflow", "jax") if name in sys.modules)
 assert not heavy, heavy
 """
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["list", "--help"], ["export", "--help"]])
-def test_help_imports_no_keras(argv, tmp_path):
-    """cli.py imports only argparse at start, and builds only the command given; the
-    package's own __init__ (which imports every submodule) is left out here."""
-    result = subprocess.run([sys.executable, "-c", HELP_WITHOUT_INIT, SOURCE, *argv], capture_output=True, text=True,
+@pytest.mark.parametrize("argv", [["--help"], ["list"], ["list", "--help"], ["eval", "--help"], ["export", "--help"]])
+def test_help_and_list_import_no_keras(argv, tmp_path):
+    """The console script's module (outside the package keras_fsnn, whose __init__ imports
+    Keras) imports only argparse at start and builds only the command given: --help, list
+    and eval --help import neither Keras nor its backends."""
+    result = subprocess.run([sys.executable, "-c", RUN_WITHOUT_KERAS, *argv], capture_output=True, text=True,
                             timeout=120, env=SUBPROCESS_ENV, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "usage: keras-fsnn" in result.stdout
+    if argv == ["list"]:  # the same list as the library's
+        assert result.stdout.split("\n")[:-1] == [
+            f"{entry['name']:<{max(len(e['name']) for e in keras_fsnn.zoo.list_presets())}}  {entry['status']}"
+            for entry in keras_fsnn.zoo.list_presets()]
+    else:
+        assert "usage: keras-fsnn" in result.stdout
+
+
+def test_the_console_script_is_the_module_without_keras():
+    from importlib.metadata import entry_points
+
+    (script,) = entry_points(group="console_scripts", name="keras-fsnn")
+    assert script.value == "_keras_fsnn.cli:main"
 
 
 def test_tf_data_and_numpy_pipelines_give_the_same_batches():

@@ -19,10 +19,10 @@ import keras
 
 from keras_fsnn.zoo import (
     PresetError,
-    _read_json,
     _write_json,
     load,
     locate,
+    read_json,
     read_metadata,
     require,
     save_preset,
@@ -50,7 +50,7 @@ def export_run(run_dir, folder, data_dir=None, note=None):
     was. Leftovers of an export that was killed outright (SIGKILL) are removed by the next
     export of the same preset (`remove_stale_exports`)."""
     import keras_fsnn  # noqa: F401
-    from keras_fsnn.cli import train_command
+    from _keras_fsnn.cli import train_command
     from keras_fsnn.training.recipes import RECIPES, get_recipe
 
     run_dir, folder = _path_argument("run_dir", run_dir), _path_argument("folder", folder)
@@ -64,11 +64,11 @@ def export_run(run_dir, folder, data_dir=None, note=None):
     if os.path.isdir(parent):
         remove_stale_exports(parent, name)
     run_path = os.path.join(run_dir, "run.json")
-    run = _read_json(run_path, RUN_FIELDS)
-    result = _read_json(os.path.join(run_dir, "result.json"), RESULT_FIELDS)
+    run = read_json(run_path, RUN_FIELDS)
+    result = read_json(os.path.join(run_dir, "result.json"), RESULT_FIELDS)
     _check_run_record(run, run_path)
     previous = os.path.join(folder, "metadata.json")  # the preset replaced: its description is kept
-    previous = _read_json(previous) if os.path.isfile(previous) else {}
+    previous = read_json(previous) if os.path.isfile(previous) else {}
     if run.get("limit"):
         raise PresetError(f"{run_dir} was trained on a subset (limit={run['limit']}); a preset needs the full data.")
     if run["name"] not in RECIPES:
