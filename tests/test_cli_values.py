@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import keras_fsnn
-from keras_fsnn import cli, datasets
+from _keras_fsnn import cli  # the console script's module (keras_fsnn.cli re-exports its main)
+from keras_fsnn import datasets
 
 # the folder holding the keras_fsnn this test imported: the subprocesses import the same one
 SOURCE = os.path.dirname(os.path.dirname(os.path.abspath(keras_fsnn.__file__)))
