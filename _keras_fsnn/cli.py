@@ -7,6 +7,7 @@
     keras-fsnn eval fsnn_fmnist --weights runs/fmnist/model.keras --time-steps 10
     keras-fsnn list
     keras-fsnn tune fsnn --dataset digits --layer conv --max-trials 6 --epochs 3 --set time_steps=5:20:5
+    keras-fsnn export-nir fsnn_fmnist fsnn_fmnist.nir                     # for other simulators (docs/nir.md)
 
 A user error (a value out of range, an unknown preset, missing data, an existing run
 folder) prints the command's usage and one line `keras-fsnn CMD: error: ...`, and exits
@@ -31,7 +32,10 @@ COMMANDS = {
     "list": "list the zoo presets and their status",
     "tune": "search hyperparameters with keras-tuner (needs keras-fsnn[tune])",
     "export": "turn a finished training run into a zoo preset folder",
+    "export-nir": "write a trained model as a NIR graph (needs keras-fsnn[nir]; docs/nir.md)",
 }
+# the extra that brings an optional module a command imports
+EXTRAS = {"tensorboard": "train", "keras_tuner": "tune", "kt_legacy": "tune", "nir": "nir", "sklearn": "examples"}
 # what a command's user errors are (the library's argument checks, missing files and presets)
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError, ModuleNotFoundError)
@@ -267,8 +271,16 @@ def _export_flags(export):
     export.add_argument("--note", help="a remark for the model card (e.g. how the result compares with the target)")
 
 
+def _export_nir_flags(parser):
+    parser.add_argument("source", metavar="PRESET_OR_FILE",
+                        help="a zoo preset name, a preset folder, or a .keras file holding a FeedbackSpikingBlock model")
+    parser.add_argument("out", metavar="OUT.nir", help="the NIR file to write (HDF5, nir.read reads it)")
+    parser.add_argument("--dt", type=positive, default=1.0, help="the time of one simulation step (default: 1)")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT.nir if it exists")
+
+
 ADD_FLAGS = {"train": _train_flags, "eval": _eval_flags, "list": _list_flags, "tune": _tune_flags,
-             "export": _export_flags}
+             "export": _export_flags, "export-nir": _export_nir_flags}
 
 
 def main(argv=None):
@@ -284,7 +296,8 @@ def main(argv=None):
         subparser = parser._subparsers._group_actions[0].choices[args.command]
         subparser.print_usage(sys.stderr)
         message = str(error) if not isinstance(error, ModuleNotFoundError) else (
-            f"{error} (this command needs an optional dependency: pip install 'keras-fsnn[train]' or '[tune]')")
+            f"{error} (this command needs an optional dependency: pip install "
+            f"'keras-fsnn[{EXTRAS.get((error.name or '').split('.')[0], 'train,tune,nir')}]')")
         print(f"{subparser.prog}: error: {message}", file=sys.stderr)
         raise UsageError(message) from error
 
@@ -350,7 +363,30 @@ def _list(args, argv):
         print(f"{entry['name']:<{width}}  {entry['status']}")
 
 
-RUN = {"train": _train, "eval": _eval, "list": _list, "tune": _tune, "export": _export}
+def _export_nir(args, argv):
+    import os
+
+    import nir
+
+    from keras_fsnn.nir import to_nir
+    from keras_fsnn.zoo import open_model
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it.")
+    graph = to_nir(open_model(args.source), dt=args.dt)
+    temporary = f"{args.out}.{os.getpid()}.partial"
+    try:  # written whole or not at all
+        nir.write(temporary, graph)
+        os.replace(temporary, args.out)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    print(f"wrote {args.out}: NIR {nir.version}, {len(graph.nodes)} nodes, {len(graph.edges)} edges, "
+          f"{graph.metadata['layers']} spiking layer(s) of {graph.metadata['neuron'].upper()} neurons, "
+          f"T = {graph.metadata['time_steps']}, dt = {graph.metadata['dt']:g}")
+
+
+RUN = {"train": _train, "eval": _eval, "list": _list, "tune": _tune, "export": _export, "export-nir": _export_nir}
 
 
 def _json_line(result):

@@ -33,14 +33,27 @@ def load_digits(seed):
     return train_test_split(images, data.target, test_size=0.25, random_state=seed, stratify=data.target)
 
 
-def build_model(time_steps, neuron, dropout, solver, seed):
+def build_model(time_steps, neuron, dropout, solver, seed, feedback="transpose"):
+    """Two conv layers of spiking neurons with a feedback from layer 2 to layer 1.
+
+    feedback="transpose": layer 2 halves the map (8x8 -> 4x4) and a stride-2 Conv2DTranspose
+    feeds it back (the AlexNet-F shape). feedback="conv": layer 2 keeps the 8x8 map and a
+    3x3 Conv2D feeds it back, which NIR can hold (it has no transposed convolution):
+    `--nir` exports this one.
+    """
     keras.utils.set_random_seed(seed)
+    if feedback == "transpose":
+        second = keras.layers.Conv2D(32, 3, strides=2, padding="same")
+        back = keras.layers.Conv2DTranspose(16, 3, strides=2, padding="same", use_bias=False)
+    else:
+        second = keras.layers.Conv2D(32, 3, padding="same")
+        back = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)
     block = keras_fsnn.FeedbackSpikingBlock(
         forward=[
             keras.Sequential([keras.layers.Conv2D(16, 3, padding="same"), keras.layers.BatchNormalization(momentum=0.9)]),
-            keras.Sequential([keras.layers.Conv2D(32, 3, strides=2, padding="same"), keras.layers.BatchNormalization(momentum=0.9)]),
+            keras.Sequential([second, keras.layers.BatchNormalization(momentum=0.9)]),
         ],
-        feedback=keras.layers.Conv2DTranspose(16, 3, strides=2, padding="same", use_bias=False),
+        feedback=back,
         time_steps=time_steps, neuron=neuron, threshold=2.0, dropout=dropout, solver=solver,
         solver_steps=30, spectral_norm=True, norm_bound=1.0, seed=seed, name="fsnn",
     )
@@ -59,12 +72,17 @@ def main(argv=None):
     parser.add_argument("--dropout", type=float, default=0.0)
     parser.add_argument("--solver", default="broyden", choices=sorted(keras_fsnn.solvers.SOLVERS))
     parser.add_argument("--no-jit", action="store_true", help="run eagerly-traced graphs without XLA")
+    parser.add_argument("--feedback", default="transpose", choices=["transpose", "conv"],
+                        help="layer 2 -> 1: a stride-2 Conv2DTranspose, or a same-size Conv2D (NIR can hold it)")
+    parser.add_argument("--nir", metavar="FILE", help="export the trained model as a NIR graph (needs --feedback conv)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.nir and args.feedback != "conv":
+        parser.error("--nir needs --feedback conv: NIR has no transposed convolution")
 
     x_train, x_test, y_train, y_test = load_digits(args.seed)
-    model = build_model(args.time_steps, args.neuron, args.dropout, args.solver, args.seed)
+    model = build_model(args.time_steps, args.neuron, args.dropout, args.solver, args.seed, args.feedback)
     steps_per_epoch = int(np.ceil(len(x_train) / 64))
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
         [steps_per_epoch * int(args.epochs * 0.6), steps_per_epoch * int(args.epochs * 0.85)], [0.05, 0.005, 0.0005])
@@ -90,6 +108,13 @@ def main(argv=None):
           + ", ".join(f"t={t}: {residuals[t - 1]:.4f}" for t in (1, 5, 10, 20, args.time_steps) if t <= args.time_steps))
     d = block.diagnostics()
     print(f"last backward solve: relative residual {d['backward_residual']:.2e} after {d['backward_iterations']} iterations")
+    if args.nir:
+        import nir
+
+        import keras_fsnn.nir
+
+        nir.write(args.nir, keras_fsnn.nir.to_nir(model))
+        print(f"wrote {args.nir} (NIR {nir.version}; docs/nir.md)")
     return accuracy
 
 

@@ -136,6 +136,21 @@ def load(name, weights="pretrained", **overrides):
     return load_weights(model, path, name)
 
 
+def open_model(source):
+    """A trained model from `source`: a `.keras` file (loaded without its optimizer), a
+    preset folder or a zoo preset name (with its verified weights)."""
+    if isinstance(source, os.PathLike):
+        source = os.fspath(source)
+    if isinstance(source, str) and source.endswith(".keras"):
+        if not os.path.isfile(source):
+            raise PresetError(f"{source}: no such .keras file.")
+        try:
+            return keras.saving.load_model(source, compile=False)  # its layers are registered: models imported them
+        except Exception as error:
+            raise PresetError(f"{source} cannot be loaded as a Keras model ({type(error).__name__}: {error}).") from error
+    return load(source)
+
+
 def load_weights(model, path, name=None):
     """Load the weights in `path` (a `.weights.h5` file, or a `.keras` model of the same
     architecture) into `model`, all or nothing: a missing file, a mismatch, or a file that
