@@ -111,6 +111,20 @@ def run_nir(graph, x, steps, record=()):
                 tau = np.asarray(node.tau, np.float64)
                 state[name] = state[name] + (np.asarray(node.v_leak) - state[name] + np.asarray(node.r) * inp) / tau
                 value[name] = state[name]
+            elif isinstance(node, (nir.IF, nir.CubaLIF)):  # read with subtractive reset (from_nir's reset="subtract")
+                if isinstance(node, nir.CubaLIF):  # tau_syn = dt: no filter; tau_mem, r as LI
+                    tau = np.asarray(node.tau_mem, np.float64)
+                    v = state[name] + (-state[name] + np.asarray(node.r, np.float64) * inp) / tau
+                else:
+                    v = state[name] + np.asarray(node.r, np.float64) * inp
+                threshold, reset = np.asarray(node.v_threshold, np.float64), np.asarray(node.v_reset, np.float64)
+                value[name] = (v > threshold).astype(np.float64)
+                state[name] = v - value[name] * (threshold - reset)
+            elif isinstance(node, nir.SumPool2d):
+                k, st = node.kernel_size, node.stride
+                oh, ow = (inp.shape[2] - k[0]) // st[0] + 1, (inp.shape[3] - k[1]) // st[1] + 1
+                value[name] = sum(inp[:, :, i:i + st[0] * (oh - 1) + 1:st[0], j:j + st[1] * (ow - 1) + 1:st[1]]
+                                  for i in range(k[0]) for j in range(k[1]))
             elif isinstance(node, nir.Threshold):
                 value[name] = (inp > np.asarray(node.threshold, np.float64)).astype(np.float64)
             elif isinstance(node, nir.Output):
@@ -215,6 +229,42 @@ def test_another_librarys_recurrent_if_graph_reads_with_subtractive_reset():
     np.testing.assert_allclose(model.predict(x.astype("float32"), verbose=0), total / 9, atol=0)
 
 
+def test_another_librarys_conv_pool_network_reads_and_runs_like_the_graph():
+    """A feed-forward graph as other libraries write it: Conv2d -> IF -> SumPool2d ->
+    Flatten -> Affine -> IF -> Output, read with subtractive reset."""
+    rng = np.random.default_rng(5)
+    conv = nir.Conv2d(input_shape=(8, 8), weight=rng.normal(0, 0.6, (4, 2, 3, 3)).astype(np.float32), stride=1,
+                      padding=1, dilation=1, groups=1, bias=rng.normal(0, 0.2, 4).astype(np.float32))
+    maps, units = np.ones((4, 8, 8), np.float32), np.ones(5, np.float32)
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, 8, 8])}), "conv": conv,
+             "if1": nir.IF(r=maps, v_threshold=maps, v_reset=0 * maps),
+             "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+             "flat": nir.Flatten(input_type={"input": np.array([4, 4, 4])}, start_dim=0),
+             "fc": nir.Affine(weight=rng.normal(0, 0.5, (5, 64)).astype(np.float32), bias=0.1 * units),
+             "lif2": nir.IF(r=units, v_threshold=units, v_reset=0 * units),
+             "output": nir.Output(output_type={"output": np.array([5])})}
+    names = list(nodes)
+    graph = nir.NIRGraph(nodes=nodes, edges=list(zip(names[:-1], names[1:])), type_check=False)
+    model = from_nir(graph, reset="subtract", time_steps=6)
+    assert len(spiking_blocks(model)[0].forward) == 2
+    x = rng.uniform(0, 1, (40, 2, 8, 8))
+    _, totals = run_nir(graph, x, 6, ["if1", "lif2"])
+    ours = counts(model, x.astype("float32"))
+    np.testing.assert_array_equal(channels_first(ours[0]), totals["if1"])
+    np.testing.assert_array_equal(ours[1], totals["lif2"])
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x.astype("float32"))), totals["lif2"] / 6,
+                               rtol=1e-7)  # counts / T, rounded to float32
+
+
+def test_a_cuba_lif_without_synaptic_filter_reads_as_our_lif():
+    graph, _ = _foreign_graph()
+    six = np.ones(6, np.float32)
+    cuba = nir.CubaLIF(tau_syn=six, tau_mem=20 * six, r=20 * six, v_leak=0 * six, v_threshold=1.5 * six)
+    neuron = spiking_blocks(from_nir(_edit(graph, {"lif": cuba}), time_steps=4, reset="subtract"))[0].neuron
+    assert type(neuron) is keras_fsnn.neurons.LIF and neuron.leak == pytest.approx(0.95)
+    assert neuron.threshold == float(np.nextafter(np.float32(1.5), np.float32(np.inf)))  # fires at v > 1.5
+
+
 # ---------------------------------------------------------------- refusals
 
 def _spide_model():
@@ -305,8 +355,8 @@ def test_graphs_from_nir_cannot_read_are_refused_naming_the_node():
     graph, _ = _foreign_graph()
     six = np.ones(6, np.float32)
     cuba = nir.CubaLIF(tau_syn=2 * six, tau_mem=4 * six, r=six, v_leak=0 * six, v_threshold=six)
-    with pytest.raises(ValueError, match=r"node 'lif' is a CubaLIF, whose synaptic current filter"):
-        from_nir(_edit(graph, {"lif": cuba}), time_steps=3)
+    with pytest.raises(ValueError, match=r"node 'lif' is a CubaLIF whose synaptic current filter \(tau_syn = 2"):
+        from_nir(_edit(graph, {"lif": cuba}), time_steps=3, reset="subtract")
     branching = _edit(graph, {"extra": nir.Affine(weight=np.ones((6, 4), np.float32), bias=six)},
                       graph.edges + [("input", "extra"), ("extra", "lif")])
     with pytest.raises(ValueError, match=r"the Input must feed exactly one chain"):

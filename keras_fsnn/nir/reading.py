@@ -5,8 +5,9 @@ The graph's neurons are found first: the membrane / Threshold / reset-Scale cycl
 subtractive reset (`reset="subtract"`). Between them only chains of linear nodes may sit.
 They must form our block: input -> layer 1 -> ... -> layer N, an optional feedback from
 layer N into layer 1 (for N = 1 a layer's own recurrent map), and a readout from layer N
-that averages over the T steps (or layer N's spikes themselves, read as rates). Anything
-else is a ValueError naming the node.
+that averages over the T steps (or layer N's spikes themselves, read as rates). A CubaLIF
+with tau_syn = dt and w_in = 1 filters nothing under forward Euler and reads as a LIF.
+Anything else is a ValueError naming the node.
 """
 
 import os
@@ -171,11 +172,11 @@ class _GraphReader:
                     found[name] = _Neuron(name, spike, {name, spike, reset}, self._loop_params(name, spike, reset),
                                           self.shape_of(spike))
                     claimed |= {spike, reset}
-            elif isinstance(node, (nir.IF, nir.LIF)):
+            elif isinstance(node, (nir.IF, nir.LIF, nir.CubaLIF)):
                 found[name] = _Neuron(name, name, {name}, self._node_params(name), self.shape_of(name))
-            elif isinstance(node, (nir.CubaLIF, nir.CubaLI)):
-                raise ValueError(f"from_nir: node {name!r} is a {type(node).__name__}, whose synaptic current filter "
-                                 "(tau_syn) keras_fsnn's neurons do not have.")
+            elif isinstance(node, nir.CubaLI):
+                raise ValueError(f"from_nir: node {name!r} is a CubaLI, a filtered leaky integrator; keras_fsnn's "
+                                 "models have no such node (their readout averages the rates over the T steps).")
         for name, node in self.nodes.items():
             if isinstance(node, nir.Threshold) and name not in claimed:
                 raise ValueError(f"from_nir: Threshold {name!r} is not part of a membrane -> Threshold -> Scale -> "
@@ -195,6 +196,18 @@ class _GraphReader:
         node = self.nodes[name]
         if isinstance(node, (nir.I, nir.IF)):
             return self.dt * _uniform(node.r, f"{name}.r"), 1.0
+        if isinstance(node, nir.CubaLIF):
+            # tau_syn = dt: under forward Euler the synaptic current is its input, I[t] = w_in S[t]
+            if not np.isclose(self.dt / _uniform(node.tau_syn, f"{name}.tau_syn"), 1.0, rtol=1e-6) or \
+                    _uniform(node.w_in, f"{name}.w_in") != 1.0:
+                raise ValueError(f"from_nir: node {name!r} is a CubaLIF whose synaptic current filter (tau_syn = "
+                                 f"{np.ravel(node.tau_syn)[0]:g}, w_in = {np.ravel(node.w_in)[0]:g}) keras_fsnn's "
+                                 "neurons do not have; it reads CubaLIF with tau_syn = dt and w_in = 1 only.")
+            tau = _uniform(node.tau_mem, f"{name}.tau_mem")
+            if _uniform(node.v_leak, f"{name}.v_leak") != 0.0:
+                raise ValueError(f"from_nir: {name!r} leaks towards v_leak = {node.v_leak.flat[0]}; keras_fsnn's "
+                                 "neurons leak towards 0.")
+            return self.dt * _uniform(node.r, f"{name}.r") / tau, semantics.leak_of(tau, self.dt)
         if _uniform(node.v_leak, f"{name}.v_leak") != 0.0:
             raise ValueError(f"from_nir: {name!r} leaks towards v_leak = {node.v_leak.flat[0]}; keras_fsnn's "
                              "neurons leak towards 0.")
