@@ -105,15 +105,15 @@ def main(argv=None):
     print(f"test accuracy: {accuracy:.4f} ({len(x_test)} images), test loss {loss:.4f}")
     print("average firing rate per layer: " + ", ".join(f"layer {i + 1}: {r:.4f}" for i, r in enumerate(rates)))
     print("equilibrium residual ||f(a[t]) - a[t]|| (test mean): "
-          + ", ".join(f"t={t}: {residuals[t - 1]:.4f}" for t in (1, 5, 10, 20, args.time_steps) if t <= args.time_steps))
+          + ", ".join(f"t={t}: {residuals[t - 1]:.4f}" for t in sorted({1, 5, 10, 20, args.time_steps}) if t <= args.time_steps))
     d = block.diagnostics()
     print(f"last backward solve: relative residual {d['backward_residual']:.2e} after {d['backward_iterations']} iterations")
     if args.nir:
         import nir
 
-        import keras_fsnn.nir
+        from keras_fsnn.nir import to_nir
 
-        nir.write(args.nir, keras_fsnn.nir.to_nir(model))
+        nir.write(args.nir, to_nir(model))
         print(f"wrote {args.nir} (NIR {nir.version}; docs/nir.md)")
     return accuracy
 
