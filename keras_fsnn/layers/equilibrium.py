@@ -178,8 +178,15 @@ class EquilibriumLayer(keras.layers.Layer):
         return params
 
     def _adjoint_training(self, training):
-        """The batch-norm mode of f inside the adjoint solve (the paper's: the call's)."""
+        """The batch-norm mode of f inside the adjoint solve (the paper's: the call's): a
+        bool, or one per stage."""
         return training
+
+    def _input_statistics_updates(self, training):
+        """How often a training step updates the input stages' state (batch-norm moving
+        statistics) with the statistics of their input: once (FeedbackSpikingBlock's
+        bn_statistics="released_code": twice, as the released code's batch norm runs twice)."""
+        return 1
 
     def _simulation_training(self, training):
         """Whether the input stages run in training mode inside the simulation (no: stored
@@ -247,11 +254,13 @@ class EquilibriumLayer(keras.layers.Layer):
         return masks
 
     def _runner(self, params, masks, training=False, compute_dtype="float32", updates=None):
-        """run(k, inputs): stage k's current (its state updates into `updates[k]`)."""
+        """run(k, inputs): stage k's current (its state updates into `updates[k]`);
+        `training` is a bool or one per stage."""
 
         def run(k, inputs):
+            mode = training[k] if isinstance(training, (list, tuple)) else training
             current, stage_updates = stage_current(self._stages[k], self._takes_training[k], params[k], inputs,
-                                                   masks[k] if masks else None, training, compute_dtype)
+                                                   masks[k] if masks else None, mode, compute_dtype)
             if updates is not None:
                 updates[k] = stage_updates
             return current
@@ -374,6 +383,11 @@ class EquilibriumLayer(keras.layers.Layer):
         self._record_nonfinite(ops.sum(ops.cast(invalid, "float32")), training)
         if training:
             z, updates = problem.statistics()
+            for _ in range(self._input_statistics_updates(training) - 1):  # the input stages' state, once more
+                for k, value in zip(self._input_stages, self._input_values(problem.operands[0])):
+                    if updates[k]:
+                        updates[k] = stage_current(self._stages[k], self._takes_training[k],
+                                                   (frozen[k][0], updates[k]), value, training=True)[1]
             for stage, stage_updates in zip(self._stages, updates):
                 for variable, value in zip(stage.non_trainable_variables, stage_updates):
                     variable.assign(ops.stop_gradient(value))

@@ -102,10 +102,12 @@ class FeedbackSpikingBlock(EquilibriumLayer):
     (the paper's "train mode in this computational graph"); the released code instead
     takes it with stored statistics in layers 2..N.
 
-    `bn_statistics="released_code"` reproduces the authors' released code instead (a
-    documented switch, seed-code.md §2.5): in training, the first stage normalises with the
-    batch statistics of F^1 x inside the simulation too (static input only), and the
-    adjoint's Jacobian uses stored statistics.
+    `bn_statistics="released_code"` reproduces the authors' released code's training step
+    instead (a documented switch, seed-code.md §2.5): in training, the first stage
+    normalises with the batch statistics of F^1 x inside the simulation too (static input
+    only); the adjoint's Jacobian takes batch statistics in the first stage and stored ones
+    in stages 2..N; and the first stage's moving statistics are updated twice per step, as
+    that code's input batch norm runs twice (docs/ide.md, "Batch norm", has the table).
 
     Mixed precision: the block runs in float32 (its own dtype policy) under a global
     `mixed_float16` / `mixed_bfloat16` policy; the layers around it use the global one.
@@ -207,10 +209,16 @@ class FeedbackSpikingBlock(EquilibriumLayer):
         return params
 
     def _adjoint_training(self, training):
-        return training and self.bn_statistics == "paper"
+        if self.bn_statistics == "paper":
+            return training
+        # released code: the input layer's batch norm stays in the call's mode, layers 2..N's are stored
+        return [training and k in self._input_stages for k in range(len(self._stages))]
 
     def _simulation_training(self, training):
         return training and self.bn_statistics == "released_code"
+
+    def _input_statistics_updates(self, training):
+        return 2 if self.bn_statistics == "released_code" else 1
 
     # ------------------------------------------------------------------ SPIDE
 
