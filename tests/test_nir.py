@@ -140,6 +140,7 @@ def run_nir(graph, x, steps, record=()):
 # ---------------------------------------------------------------- round trips
 
 
+@pytest.mark.backend
 def test_fsnn_fmnist_preset_round_trips_through_a_file_with_the_same_spikes(tmp_path):
     data_dir = shared_data("fashion_mnist")
     x, y = datasets.load_arrays("fashion_mnist", "test", data_dir=data_dir)
@@ -153,6 +154,10 @@ def test_fsnn_fmnist_preset_round_trips_through_a_file_with_the_same_spikes(tmp_
     np.testing.assert_array_equal(original[0], imported[0])  # every one of the 102,400 neurons
     np.testing.assert_array_equal(model.predict(x, verbose=0), back.predict(channels_first(x), verbose=0))
     assert_same_graph(graph, to_nir(back))  # and it exports to the same graph
+    back.save(tmp_path / "imported.keras")  # the imported model is an ordinary Keras model
+    reloaded = keras.saving.load_model(tmp_path / "imported.keras")
+    np.testing.assert_array_equal(reloaded.predict(channels_first(x), verbose=0),
+                                  back.predict(channels_first(x), verbose=0))
 
 
 def _trained_digits_model(neuron="if", epochs=1):
