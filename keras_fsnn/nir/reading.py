@@ -10,6 +10,7 @@ with tau_syn = dt and w_in = 1 filters nothing under forward Euler and reads as 
 Anything else is a ValueError naming the node.
 """
 
+import collections
 import os
 
 import keras
@@ -127,12 +128,15 @@ class _Neuron:
                              f"its neurons have {semantics.hwc_to_chw(self.keras_shape)}.")
 
 
-class _Readout:
-    def __init__(self, chain, integrator):
-        self.chain, self.integrator = chain, integrator
+# the readout: the chain of linear nodes from the last layer's spikes into the integrator
+# that averages them, and that integrator
+_Readout = collections.namedtuple("_Readout", "chain integrator")
 
 
 class _GraphReader:
+    """The graph's nodes and edges, its neurons (`neurons`: membrane node -> _Neuron) and
+    the block structure they form (`block_structure`)."""
+
     def __init__(self, graph, reset, dt):
         self.nodes, self.reset, self.dt = graph.nodes, reset, dt
         for node_name, node in self.nodes.items():
