@@ -10,6 +10,7 @@ import keras
 from keras import ops
 
 from keras_fsnn import backend
+from keras_fsnn.layers.forward_input_gradient import use_forward_input_gradients
 
 
 SIMULATION_DTYPES = {"float32": "float32", "bfloat16": "bfloat16"}
@@ -30,6 +31,7 @@ def stage_current(stage, takes_training, params, inputs, mask=None, training=Fal
         return _low_precision_current(stage, takes_training, params, inputs, mask, compute_dtype), []
     trainable, non_trainable = params
     kwargs = {"training": training} if takes_training else {}
+    use_forward_input_gradients(stage)  # J^T's convs fast inside XLA's while loops
     current, updates = stage.stateless_call(trainable, non_trainable, inputs, **kwargs)
     current = ops.cast(current, "float32")
     if mask is not None:
