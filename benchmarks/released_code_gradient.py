@@ -249,18 +249,19 @@ def our_step(model, x, y, kind, state):
 # ---------------------------------------------------------------- the authors' code (PyTorch)
 
 
-def torch_side(args):
+def prepare_authors_code(authors_repo, threads):
+    """Import torch with `threads` threads and put the authors' checkout on sys.path; returns
+    torch. modules/broyden.py imports scipy.optimize.root and termcolor.colored, which the
+    training step never calls; stand-ins let it import where they are not installed."""
     import types
 
     import torch
 
-    torch.set_num_threads(args.threads)
-    repo = os.path.abspath(args.authors_repo)
+    torch.set_num_threads(threads)
+    repo = os.path.abspath(authors_repo)
     if not os.path.isfile(os.path.join(repo, "modules", "snnide_module.py")):
         raise SystemExit(f"--authors-repo {repo}: no modules/snnide_module.py (a checkout of pkuxmq/IDE-FSNN?)")
     sys.path.insert(0, repo)
-    # modules/broyden.py imports scipy.optimize.root and termcolor.colored, which the
-    # training step never calls; stand-ins let it import where they are not installed
     for missing, attribute in (("scipy.optimize", "root"), ("termcolor", "colored")):
         try:
             __import__(missing)
@@ -271,6 +272,11 @@ def torch_side(args):
             setattr(module, attribute, lambda *a, **k: None)
             if len(parts) > 1:
                 setattr(sys.modules[parts[0]], parts[1], module)
+    return torch
+
+
+def torch_side(args):
+    torch = prepare_authors_code(args.authors_repo, args.threads)
     import modules.snnide_module as snnide_module
     from models.snn_ide_conv import SNNIDEConvNet
     from models.snn_ide_fc import SNNIDEFCNet
