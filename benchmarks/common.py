@@ -24,6 +24,22 @@ def median_seconds(fn, repeats, warmup=1):
     return statistics.median(times)
 
 
+def compiled(fn, xla=True):
+    """`fn` compiled on the active backend: TensorFlow `tf.function` (with XLA when `xla`,
+    else graph mode), JAX `jax.jit` (always XLA)."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=xla)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
 def figure(columns, width=5.0, height=3.6):
     """A matplotlib figure with `columns` side-by-side axes (headless backend)."""
     import matplotlib

@@ -26,23 +26,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from common import median_seconds  # noqa: E402
+from common import compiled, median_seconds  # noqa: E402
 from keras_fsnn import solvers  # noqa: E402
 
 SIZES = {"f400": (128, 400), "fsnn_mnist": (128, 14 * 14 * 64), "alexnet_f": (32, 16 * 16 * 96)}
 STEPS = 30
-
-
-def compiled(fn):
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn)
-    if keras.backend.backend() == "jax":
-        import jax
-
-        return jax.jit(fn)
-    return fn
 
 
 def per_iteration_ms(solver, batch, size, repeats):
@@ -50,7 +38,7 @@ def per_iteration_ms(solver, batch, size, repeats):
     g = ops.convert_to_tensor(rng.normal(size=(batch, size)).astype("float32"))
     # a contraction whose slow modes keep every solver busy for all STEPS iterations
     diagonal = ops.convert_to_tensor(np.clip(0.9 * rng.normal(size=(size,)), -0.99, 0.99).astype("float32"))
-    solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution)
+    solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution, xla=False)
     seconds = median_seconds(lambda: ops.convert_to_numpy(solve(g)), repeats)
     return 1e3 * seconds / STEPS
 

@@ -48,7 +48,7 @@ import keras_fsnn  # noqa: E402
 from keras_fsnn.energy import _ones_kernel_apply  # noqa: E402
 
 sys.path.insert(0, HERE)
-from common import median_seconds  # noqa: E402
+from common import compiled, median_seconds  # noqa: E402
 
 PYTORCH_SECONDS = {"f400": 0.024, "alexnet_f": 3.55}
 
@@ -71,17 +71,6 @@ def model_for(name, gradient, solver, time_steps):
     key = {"broyden": "ide", "fixed_point": "ide_fp", "gmres": "ide_gmres"}[solver] if gradient == "ide" else gradient
     model, batch, shape = build("conv", time_steps, key)
     return model, batch, shape
-
-
-def compiled(fn):
-    """fn compiled with XLA on the active backend (benchmark-only helper)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=True)
-    import jax
-
-    return jax.jit(fn)
 
 
 def simulation_flops(block, x):

@@ -40,7 +40,7 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 import keras_fsnn  # noqa: E402
-from common import DEFAULT_DATA, median_seconds  # noqa: E402
+from common import DEFAULT_DATA, compiled, median_seconds  # noqa: E402
 from keras_fsnn.layers import equilibrium  # noqa: E402
 from keras_fsnn.training import trainer  # noqa: E402
 from keras_fsnn.training.recipes import get_recipe  # noqa: E402
@@ -119,19 +119,8 @@ def step_flops(block, batch, p_in, p, iterations):
 # ---------------------------------------------------------------- timing
 
 
-def compiled(fn, mode):
-    """`fn` as the mode runs it: TensorFlow graph (`tf.function`) or XLA (tf/jax)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, jit_compile=(mode == "xla"))
-    import jax
-
-    return jax.jit(fn)
-
-
 def dense_rate(fn, args, flops, mode, repeats):
-    run = compiled(fn, mode)
+    run = compiled(fn, xla=(mode == "xla"))
     seconds = median_seconds(lambda: ops.convert_to_numpy(ops.sum(run(*args))), repeats, warmup=2)
     return flops / seconds
 
@@ -194,7 +183,7 @@ def measure(name, modes, repeats, data_dir, batches):
         p_in, p, calls = network_macs(block, ops.convert_to_numpy(inputs))
         conv = conv or largest_conv(calls, batch)
         params = keras.tree.map_structure(ops.stop_gradient, block._parameters(False))
-        simulate = compiled(lambda v: block._simulate(v, params, [])[0][-1], mode)
+        simulate = compiled(lambda v: block._simulate(v, params, [])[0][-1], xla=(mode == "xla"))
         simulation = median_seconds(lambda: ops.convert_to_numpy(simulate(inputs)[0, 0]), repeats, warmup=2)
         sim_flops, flops = step_flops(block, batch, p_in, p, iterations)
         rows.append({"model": name, "mode": mode, "batch": batch, "T": block.time_steps, "iterations": iterations,

@@ -20,7 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
-from common import median_seconds  # noqa: E402
+from common import compiled, median_seconds  # noqa: E402
 from keras_fsnn import backend  # noqa: E402
 from keras_fsnn.layers.forward_input_gradient import conv as forward_gradient_conv  # noqa: E402
 
@@ -31,14 +31,6 @@ def loop_of_pullbacks(conv, iterations):
         _, pullback = backend.vjp(lambda z: conv(z, w), x)
         return ops.fori_loop(0, iterations, lambda i, z: pullback(z), x)  # W's scale keeps |z| ~ |x|
     return run
-
-
-def compiled(fn, jit):
-    if keras.backend.backend() == "jax":
-        import jax
-        return jax.jit(fn)
-    import tensorflow as tf
-    return tf.function(fn, jit_compile=jit)
 
 
 def main():
