@@ -68,6 +68,10 @@ DATASETS = {
                             augmentation=PAPER_CIFAR_AUGMENTATION),
     "nmnist": DatasetInfo("nmnist", (30, 34, 34, 2), 10, (60000, 10000),
                           "the official Train/<digit>/*.bin and Test/<digit>/*.bin event files"),
+    # 9:1 per class by the shipped split file (events.py); (30, 48, 48, 2) float32 frames
+    "cifar10_dvs": DatasetInfo("cifar10_dvs", (30, 48, 48, 2), 10, (9000, 1000),
+                               "the official <class>/cifar10_<class>_<i>.aedat files (the ten class zips, "
+                               "extracted)"),
     # Embedded: scikit-learn's 1,797 8x8 handwritten digits, no files needed.
     "digits": DatasetInfo("digits", (8, 8, 1), 10, (1347, 450), "nothing (bundled with scikit-learn)"),
 }
@@ -79,42 +83,43 @@ def default_data_dir():
     return os.environ.get("KERAS_FSNN_DATA") or os.path.join(os.path.expanduser("~"), ".keras", "datasets")
 
 
-def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30):
+def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30, tfds_dir=None):
     """(images, labels) of a dataset split as NumPy arrays.
 
     Args:
-        name: "mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist" or "digits"
-            (scikit-learn's bundled 8x8 digits, split 75/25 stratified with seed 0).
+        name: "mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist", "cifar10_dvs" or
+            "digits" (scikit-learn's bundled 8x8 digits, split 75/25 stratified with seed 0).
         split: "train" or "test".
-        data_dir: the folder to look in (see the module docstring).
-        source: "files" (official formats only), "tfds" (tensorflow-datasets with
-            `data_dir`, no download) or "auto" (files, then tfds if it is installed).
+        data_dir: the folder of the official files (see the module docstring).
+        source: "files" (read the official files), "tfds" (through tensorflow-datasets: the
+            keras_fsnn builder's dataset in `tfds_dir`, prepared from the official files the
+            first time, else tfds's own builder of that name if prepared there; nothing is
+            downloaded) or "auto" (the files, then tfds's prepared datasets). "files" and
+            "tfds" give the same arrays in the same order (tfds_builders.py).
         time_steps: N-MNIST frames per sample.
+        tfds_dir: tensorflow-datasets' data_dir (None: its default, $TFDS_DATA_DIR or
+            ~/tensorflow_datasets).
     """
     info = validation.choose("name", name, DATASETS)
     split = validation.choose("split", split, SPLITS)
-    validation.choose("source", source, {"auto": 1, "files": 1, "tfds": 1})
+    validation.choose("source", source, SOURCES)
     if info.name == "digits":
         return readers.read_sklearn_digits(split)
-    if data_dir is not None and not isinstance(data_dir, (str, os.PathLike)):
-        raise TypeError(f"Argument `data_dir` must be a folder path (str or os.PathLike) or None; received "
-                        f"data_dir={data_dir!r}.")
-    data_dir = os.fspath(data_dir) if data_dir else default_data_dir()
+    data_dir = _folder("data_dir", data_dir) or default_data_dir()
+    tfds_dir = _folder("tfds_dir", tfds_dir)
     looked = []
     if source in ("auto", "files"):
-        for folder in (os.path.join(data_dir, info.name), data_dir):
+        for folder in _file_folders(info, data_dir):
             try:
                 return _read_files(info, folder, split, time_steps)
             except DatasetNotFoundError as missing:
                 looked.extend(missing.args[0] if missing.args and isinstance(missing.args[0], list) else [folder])
-    if source in ("auto", "tfds") and info.tfds_name:
+    if source in ("auto", "tfds"):
         try:
-            return _read_tfds(info, split, data_dir)
+            return _read_tfds(info, split, data_dir, time_steps, tfds_dir, prepare=(source == "tfds"), looked=looked)
         except ImportError:
             if source == "tfds":
-                raise
-        except Exception as error:  # tfds has no prepared copy there
-            looked.append(f"tensorflow-datasets '{info.tfds_name}' in {data_dir} ({type(error).__name__})")
+                raise ImportError("source='tfds' needs tensorflow-datasets: pip install keras-fsnn[tfds]") from None
     raise DatasetNotFoundError(
         f"Dataset {info.name!r} ({split}) was not found. Looked for:\n  " + "\n  ".join(looked)
         + f"\nPut {info.files} in {os.path.join(data_dir, info.name)} (or pass data_dir=..., or set "
@@ -122,20 +127,88 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
     )
 
 
+SOURCES = {"auto": "auto", "files": "files", "tfds": "tfds"}
+
+
+def _folder(argument, value):
+    if value is not None and not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"Argument `{argument}` must be a folder path (str or os.PathLike) or None; received "
+                        f"{argument}={value!r}.")
+    return os.fspath(value) if value else None
+
+
+def _file_folders(info, data_dir):
+    return (os.path.join(data_dir, info.name), data_dir)
+
+
 def _read_files(info, folder, split, time_steps):
     if info.name in ("mnist", "fashion_mnist"):
         return readers.read_mnist_format(folder, split, info.num_classes)
     if info.name in ("cifar10", "cifar100"):
         return readers.read_cifar(folder, split, info.num_classes)
-    return readers.read_nmnist(folder, split, time_steps)
+    if info.name == "cifar10_dvs":
+        from keras_fsnn.datasets import events
+
+        files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
+        frames = events.cifar10_dvs_frames([events.read_aedat_dvs128(path) for path, _ in files])
+        return frames, np.asarray([label for _, label in files], np.int64)
+    return readers.read_nmnist(folder, split, time_steps or 30)
 
 
-def _read_tfds(info, split, data_dir):
+def prepare_tfds(name, data_dir=None, tfds_dir=None, time_steps=30):
+    """Prepare the tensorflow-datasets dataset of `name` (keras_fsnn's builder,
+    tfds_builders.py) in `tfds_dir` from the official files under `data_dir` (in
+    `data_dir/<name>` or `data_dir` itself); a prepared one is left as it is. Returns the
+    builder (`builder.data_dir` is where the dataset lies). Nothing is downloaded."""
+    info = validation.choose("name", name, {k: v for k, v in DATASETS.items() if k != "digits"})
+    data_dir = _folder("data_dir", data_dir) or default_data_dir()
+    tfds_dir = _folder("tfds_dir", tfds_dir)
+    from keras_fsnn.datasets import tfds_builders
+
+    for folder in _file_folders(info, data_dir):
+        if _has_files(info, folder):
+            return tfds_builders.prepare(info.name, folder, tfds_dir, time_steps)
+    raise DatasetNotFoundError(f"Dataset {info.name!r}: no official files in {os.path.join(data_dir, info.name)} "
+                               f"or {data_dir}. Put {info.files} there.")
+
+
+def _has_files(info, folder):
+    """Whether `folder` holds the dataset's official files: the event datasets' top folders,
+    or a static dataset's test split read (its reader then validates them)."""
+    if info.name == "nmnist":
+        return os.path.isdir(os.path.join(folder, "Train"))
+    if info.name == "cifar10_dvs":
+        return os.path.isdir(os.path.join(folder, "airplane"))
+    try:
+        _read_files(info, folder, "test", None)
+    except DatasetNotFoundError:
+        return False
+    return True
+
+
+def _read_tfds(info, split, data_dir, time_steps, tfds_dir, prepare, looked):
+    """The split through tensorflow-datasets: keras_fsnn's builder if prepared in tfds_dir
+    (or, with `prepare`, prepared now from the official files under data_dir), else tfds's
+    own builder `info.tfds_name` if prepared there. Raises DatasetNotFoundError."""
     import tensorflow_datasets as tfds
 
-    data = tfds.load(info.tfds_name, split=split, data_dir=data_dir, download=False, as_supervised=True, batch_size=-1)
-    images, labels = tfds.as_numpy(data)
-    return np.asarray(images, np.uint8), np.asarray(labels, np.int64)
+    from keras_fsnn.datasets import tfds_builders
+
+    ours = tfds_builders.builder(info.name, tfds_dir, time_steps)
+    if ours.is_prepared():
+        return tfds_builders.read(ours, split)
+    looked.append(f"tensorflow-datasets '{ours.name}/{ours.builder_config.name if ours.builder_config else ''}' "
+                  f"prepared in {ours.data_dir_root}")
+    if prepare:
+        for folder in _file_folders(info, data_dir):
+            if _has_files(info, folder):
+                return tfds_builders.read(tfds_builders.prepare(info.name, folder, tfds_dir, time_steps), split)
+    if info.tfds_name:
+        theirs = tfds.builder(info.tfds_name, data_dir=tfds_dir)
+        if theirs.is_prepared():
+            return tfds_builders.read(theirs, split)
+        looked.append(f"tensorflow-datasets '{info.tfds_name}' prepared in {theirs.data_dir_root}")
+    raise DatasetNotFoundError(looked)
 
 
 def make_pipeline(name, split="train", data_dir=None, batch_size=128, training=None, augment=None,
@@ -189,4 +262,4 @@ def augment_image(image, augmentation, shape, seed=None):
     return image
 
 
-__all__ = ["Augmentation", "DATASETS", "DatasetInfo", "DatasetNotFoundError", "augment_image", "default_data_dir", "load_arrays", "make_pipeline"]
+__all__ = ["Augmentation", "DATASETS", "DatasetInfo", "DatasetNotFoundError", "augment_image", "default_data_dir", "load_arrays", "make_pipeline", "prepare_tfds"]
