@@ -8,6 +8,8 @@
     keras-fsnn list
     keras-fsnn tune fsnn --dataset digits --layer conv --max-trials 6 --epochs 3 --set time_steps=5:20:5
     keras-fsnn export-nir fsnn_fmnist fsnn_fmnist.nir                     # for other simulators (docs/nir.md)
+    keras-fsnn prepare nmnist --data-dir ~/data                           # event files -> a tfds dataset, once
+    keras-fsnn train fsnn_mnist --data-dir ~/data --data-source tfds      # the same batches through tfds
 
 A user error (a value out of range, an unknown preset, missing data, an existing run
 folder) prints the command's usage and one line `keras-fsnn CMD: error: ...`, and exits
@@ -33,9 +35,10 @@ COMMANDS = {
     "tune": "search hyperparameters with keras-tuner (needs keras-fsnn[tune])",
     "export": "turn a finished training run into a zoo preset folder",
     "export-nir": "write a trained model as a NIR graph (needs keras-fsnn[nir]; docs/nir.md)",
+    "prepare": "prepare a dataset for tensorflow-datasets from its official files (needs keras-fsnn[tfds])",
 }
 # the extra that brings an optional module a command imports
-EXTRAS = {"tensorboard": "train", "keras_tuner": "tune", "kt_legacy": "tune", "nir": "nir", "sklearn": "examples"}
+EXTRAS = {"tensorflow_datasets": "tfds", "tensorboard": "train", "keras_tuner": "tune", "kt_legacy": "tune", "nir": "nir", "sklearn": "examples"}
 # what a command's user errors are (the library's argument checks, missing files and presets)
 USER_ERRORS = (ValueError, TypeError, FileExistsError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError, ModuleNotFoundError)
@@ -217,7 +220,27 @@ def _train_flags(train):
     train.add_argument("--pipeline", choices=["auto", "tf_data", "numpy"], default="auto",
                        help="input pipeline: tf.data, or NumPy batches that need no TensorFlow (auto: tf.data if "
                             "installed); both give the same batches")
+    _data_source_flags(train)
     _add_model_flags(train)
+
+
+def _data_source_flags(parser):
+    parser.add_argument("--data-source", choices=["auto", "files", "tfds"], default="auto",
+                        help="read the official files, or tensorflow-datasets (prepared from those files the first "
+                             "time, in --tfds-dir); both give the same batches (auto: the files, then a prepared "
+                             "tfds dataset)")
+    parser.add_argument("--tfds-dir", help="tensorflow-datasets' data folder (default: $TFDS_DATA_DIR or "
+                                           "~/tensorflow_datasets)")
+
+
+def _prepare_flags(parser):
+    parser.add_argument("name", choices=["mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist", "cifar10_dvs"],
+                        metavar="DATASET", help="mnist, fashion_mnist, cifar10, cifar100, nmnist or cifar10_dvs")
+    parser.add_argument("--data-dir", help="folder with the official files, in DATA_DIR/DATASET or DATA_DIR itself "
+                                           "(default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
+    parser.add_argument("--tfds-dir", help="where to write the tfds dataset (default: $TFDS_DATA_DIR or "
+                                           "~/tensorflow_datasets)")
+    parser.add_argument("--time-steps", type=positive_integer, default=30, help="N-MNIST frames of 3 ms (default: 30)")
 
 
 def _eval_flags(evaluate):
@@ -280,7 +303,7 @@ def _export_nir_flags(parser):
 
 
 ADD_FLAGS = {"train": _train_flags, "eval": _eval_flags, "list": _list_flags, "tune": _tune_flags,
-             "export": _export_flags, "export-nir": _export_nir_flags}
+             "export": _export_flags, "export-nir": _export_nir_flags, "prepare": _prepare_flags}
 
 
 def main(argv=None):
@@ -313,7 +336,8 @@ def _train(args, argv):
         jit_compile={"auto": "auto", "on": True, "off": False}[args.jit], verbose=args.verbose,
         model_overrides=_model_overrides(args), pipeline=args.pipeline, checkpoint_every=args.checkpoint_every,
         initial_weights=args.initial_weights, validation_examples=args.validation_examples,
-        time_budget=args.time_budget, command="keras-fsnn " + " ".join(shlex.quote(a) for a in argv))
+        time_budget=args.time_budget, data_source=args.data_source, tfds_dir=args.tfds_dir,
+        command="keras-fsnn " + " ".join(shlex.quote(a) for a in argv))
     _print_result(args.name, result)
 
 
@@ -386,7 +410,19 @@ def _export_nir(args, argv):
           f"T = {graph.metadata['time_steps']}, dt = {graph.metadata['dt']:g}")
 
 
-RUN = {"train": _train, "eval": _eval, "list": _list, "tune": _tune, "export": _export, "export-nir": _export_nir}
+def _prepare(args, argv):
+    import time
+
+    from keras_fsnn.datasets import prepare_tfds
+
+    start = time.monotonic()
+    builder = prepare_tfds(args.name, data_dir=args.data_dir, tfds_dir=args.tfds_dir, time_steps=args.time_steps)
+    splits = ", ".join(f"{name} {split.num_examples}" for name, split in builder.info.splits.items())
+    print(f"{builder.name}: {splits} examples in {builder.data_dir} ({time.monotonic() - start:.1f} s)")
+
+
+RUN = {"train": _train, "eval": _eval, "list": _list, "tune": _tune, "export": _export, "export-nir": _export_nir,
+       "prepare": _prepare}
 
 
 def _json_line(result):

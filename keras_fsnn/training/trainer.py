@@ -208,7 +208,8 @@ class RunCheckpoint(keras.callbacks.Callback):
 def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch_size=None, learning_rate=None,
           milestones=None, warmup_steps=None, random_shift=None, random_flip=None, limit=None, seed=0, jit_compile="auto",
           verbose="auto", model_overrides=None, command=None, pipeline="auto", checkpoint_every=None, callbacks=(),
-          initial_weights=None, validation_examples=None, time_budget=None, step_timing=None):
+          initial_weights=None, validation_examples=None, time_budget=None, step_timing=None, data_source="auto",
+          tfds_dir=None):
     """Train zoo entry `name` with its recipe (fields overridable) into `output_dir`.
 
     Returns the test evaluation (see `evaluate`). With `resume=True` the run in
@@ -239,6 +240,11 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     same machine instead), records the plan in run.json, and stops the run early at an
     epoch end if the epochs turn out slower than planned (result.json says so).
 
+    `data_source`: where the data comes from, as `datasets.load_arrays`'s `source`: "files"
+    (the official files in `data_dir`), "tfds" (tensorflow-datasets in `tfds_dir`, prepared
+    from those files the first time) or "auto"; "files" and "tfds" give the same arrays, so
+    the same batches. run.json records both; a resume keeps them unless given again.
+
     Every argument is checked before any data is loaded, model built or file written: a
     TypeError or ValueError names it, its value and what is allowed (epochs, batch_size,
     limit, checkpoint_every, validation_examples: integers >= 1, epochs >= 0 on a resume;
@@ -266,6 +272,10 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
             raise ValueError("step_timing is what a time budget is planned from; pass time_budget=... as well.")
         step_timing = step_timing if isinstance(step_timing, StepTiming) else StepTiming.from_dict(step_timing)
     pipeline = validation.choose("pipeline", pipeline, PIPELINES)
+    data_source = validation.choose("data_source", data_source, datasets.SOURCES)
+    if tfds_dir is not None and not isinstance(tfds_dir, (str, os.PathLike)):
+        raise TypeError(f"Argument `tfds_dir` must be a folder path (str or os.PathLike) or None; received "
+                        f"tfds_dir={tfds_dir!r}.")
     if checkpoint_every is not None:
         checkpoint_every = validation.integer("checkpoint_every", checkpoint_every, minimum=1)
     if validation_examples is not None:
@@ -301,7 +311,8 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     run_path = os.path.join(output_dir, "run.json")
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
                 "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline, "batch_draws": BATCH_DRAWS,
-                "validation_examples": validation_examples}
+                "validation_examples": validation_examples, "data_source": data_source,
+                "tfds_dir": os.fspath(tfds_dir) if tfds_dir else None}
     if initial_weights is not None and not resume:
         settings["initial_weights"] = _initial_weights(initial_weights)
     if os.path.exists(run_path):
@@ -321,7 +332,9 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
                              "initial_weights only starts a new run.")
         if changed:
             raise ValueError(f"resume continues the saved run with its own settings; these differ (saved, asked): {changed}")
-        settings = {"pipeline": "tf_data", **saved, "data_dir": data_dir or saved.get("data_dir")}
+        settings = {"pipeline": "tf_data", **saved, "data_dir": data_dir or saved.get("data_dir"),
+                    "data_source": data_source if data_source != "auto" else saved.get("data_source", "auto"),
+                    "tfds_dir": settings["tfds_dir"] or saved.get("tfds_dir")}
         if epochs is not None:
             settings["recipe_overrides"] = {**saved["recipe_overrides"], "epochs": epochs}
         session_pipeline = _resumed_pipeline(settings, pipeline, tensorflow, output_dir)
@@ -340,8 +353,9 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         _write_json(run_path, settings)
     model = None if progress else _new_model(settings)  # before the data loads: a bad model option fails at once
     info = datasets.DATASETS[recipe.dataset]
-    x_train, y_train = datasets.load_arrays(recipe.dataset, "train", settings["data_dir"])
-    x_test, y_test = datasets.load_arrays(recipe.dataset, "test", settings["data_dir"])
+    x_train, y_train, x_test, y_test = (
+        array for split in ("train", "test") for array in datasets.load_arrays(
+            recipe.dataset, split, settings["data_dir"], source=settings["data_source"], tfds_dir=settings["tfds_dir"]))
     if settings["limit"]:
         x_train, y_train = x_train[: settings["limit"]], y_train[: settings["limit"]]
         x_test, y_test = x_test[: settings["limit"]], y_test[: settings["limit"]]
