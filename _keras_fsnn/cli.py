@@ -234,8 +234,9 @@ def _data_source_flags(parser):
 
 
 def _prepare_flags(parser):
-    parser.add_argument("name", choices=["mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist", "cifar10_dvs"],
-                        metavar="DATASET", help="mnist, fashion_mnist, cifar10, cifar100, nmnist or cifar10_dvs")
+    parser.add_argument("name", choices=["mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist", "cifar10_dvs",
+                                         "dvs_gesture"], metavar="DATASET",
+                        help="mnist, fashion_mnist, cifar10, cifar100, nmnist, cifar10_dvs or dvs_gesture")
     parser.add_argument("--data-dir", help="folder with the official files, in DATA_DIR/DATASET or DATA_DIR itself "
                                            "(default: $KERAS_FSNN_DATA or ~/.keras/datasets)")
     parser.add_argument("--tfds-dir", help="where to write the tfds dataset (default: $TFDS_DATA_DIR or "

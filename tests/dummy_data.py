@@ -1,7 +1,7 @@
 """Small made-up datasets in the official file formats, for the dataset tests (never copies
 of real data): random pixels and random events, written as the real files are.
 
-    python tests/dummy_data.py OUT        # writes OUT/mnist, OUT/nmnist, OUT/cifar10_dvs
+    python tests/dummy_data.py OUT        # writes OUT/mnist, OUT/nmnist, OUT/cifar10_dvs, OUT/dvs_gesture
 
   * MNIST / Fashion-MNIST: the four idx files, gzipped (big-endian magic 0x0803 images,
     0x0801 labels, then the dimensions);
@@ -9,7 +9,9 @@ of real data): random pixels and random events, written as the real files are.
     polarity bit + 23-bit microsecond timestamp), 300 ms of events;
   * CIFAR10-DVS: <class>/cifar10_<class>_<i>.aedat, a jAER AEDAT 2.0 header, then
     big-endian (address, timestamp) uint32 pairs of a DVS128 (x in bits 1-7, y in bits
-    8-14, polarity in bit 0).
+    8-14, polarity in bit 0);
+  * DVS128 Gesture: DvsGesture/user*_fluorescent.aedat in AEDAT 3.1 (little-endian packets
+    of polarity events), their _labels.csv and trials_to_train.txt / trials_to_test.txt.
 """
 
 import gzip
@@ -76,9 +78,63 @@ def write_cifar10_dvs(folder, indices=(0, 1, 2), events=3000, seed=0):
     return folder
 
 
+def aedat31_bytes(x, y, polarity, timestamp, per_packet=500, extra_packet=True):
+    """An AEDAT 3.1 file of polarity events in packets of `per_packet` (timestamps past 2^31
+    through the packets' overflow count), with a packet of another event type first."""
+    out = [b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"]
+    if extra_packet:  # a special-event packet (type 0, 8 bytes per event), skipped by readers
+        out.append(struct.pack("<hhiiiiii", 0, 1, 8, 4, 0, 2, 2, 2) + bytes(16))
+    timestamp = np.asarray(timestamp, np.int64)
+    # a packet holds at most per_packet events, all of one overflow count (as a camera writes them)
+    group = np.arange(len(x)) // per_packet * 2**20 + (timestamp >> 31)
+    for start, stop in zip(*_runs(group)):
+        part = slice(start, stop)
+        overflow = int(timestamp[start] >> 31)
+        data = (np.asarray(x[part], np.uint32) << 17) | (np.asarray(y[part], np.uint32) << 2) \
+            | (np.asarray(polarity[part], np.uint32) << 1) | 1
+        body = np.stack([data, (timestamp[part] & 0x7FFFFFFF).astype(np.uint32)], axis=1).astype("<u4").tobytes()
+        count = len(data)
+        out.append(struct.pack("<hhiiiiii", 1, 1, 8, 4, overflow, count, count, count) + body)
+    return b"".join(out)
+
+
+def _runs(values):
+    """(starts, stops) of the runs of equal consecutive values."""
+    edges = np.flatnonzero(np.diff(values)) + 1
+    return np.concatenate([[0], edges]), np.concatenate([edges, [len(values)]])
+
+
+def write_dvs_gesture(folder, users=(1, 2, 3), gestures=11, events_per_gesture=400, seed=0):
+    """DvsGesture/: a recording per user with every gesture once (a labels csv of its segments),
+    users 1..n-1 listed for training and the last for testing."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for user in users:
+        name = f"user{user:02d}_fluorescent"
+        rows, recording = [], []
+        for g in range(gestures):
+            start = 1_000_000 * (g + 1)
+            x, y, p, t = random_events(rng, events_per_gesture, 128, 800_000)
+            recording.append((x, y, p, t + start))
+            rows.append(f"{g + 1},{start},{start + 800_000}")
+        x, y, p, t = (np.concatenate([r[j] for r in recording]) for j in range(4))
+        with open(os.path.join(folder, name + ".aedat"), "wb") as f:
+            f.write(aedat31_bytes(x, y, p, t))
+        with open(os.path.join(folder, name + "_labels.csv"), "w") as f:
+            f.write("class,startTime_usec,endTime_usec\n" + "\n".join(rows) + "\n")
+        names.append(name + ".aedat")
+    with open(os.path.join(folder, "trials_to_train.txt"), "w") as f:
+        f.write("\n".join(names[:-1]) + "\n")
+    with open(os.path.join(folder, "trials_to_test.txt"), "w") as f:
+        f.write(names[-1] + "\n")
+    return folder
+
+
 if __name__ == "__main__":
     out = sys.argv[1]
     write_mnist(os.path.join(out, "mnist"))
     write_nmnist(os.path.join(out, "nmnist"))
     write_cifar10_dvs(os.path.join(out, "cifar10_dvs"))
-    print(f"wrote {out}/mnist, {out}/nmnist, {out}/cifar10_dvs")
+    write_dvs_gesture(os.path.join(out, "dvs_gesture", "DvsGesture"))
+    print(f"wrote {out}/mnist, {out}/nmnist, {out}/cifar10_dvs, {out}/dvs_gesture")

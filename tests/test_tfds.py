@@ -89,11 +89,13 @@ def test_aedat_events_round_trip_and_frames_of_equal_event_counts(tmp_path):
     read = events.read_aedat_dvs128(str(path))
     for a, b in zip(read, (x, y, p, t)):
         np.testing.assert_array_equal(a, b)
-    counts = events.event_count_frames(x, y, p, frames=30)
+    counts = events.cifar10_dvs_frames([read], frames=30, size=128)[0]  # at 128 the resize is the identity
     # 95 events in 30 frames: 3 in each, the last frame the rest (8)
     np.testing.assert_array_equal(counts.sum(axis=(1, 2, 3)), [3] * 29 + [8])
     # the released code's axes: row 127 - y, column 127 - x, channel 1 - polarity
-    assert counts[0, 127 - y[0], 127 - x[0], 1 - p[0]] >= 1
+    first = np.zeros((128, 128, 2), np.float32)
+    np.add.at(first, (127 - y[:3], 127 - x[:3], 1 - p[:3]), 1.0)
+    np.testing.assert_array_equal(counts[0], first)
     path.write_bytes(path.read_bytes()[:-3])
     with pytest.raises(ValueError, match="not a whole number of 8-byte"):
         events.read_aedat_dvs128(str(path))
@@ -151,3 +153,23 @@ def test_training_through_tfds_equals_the_files_and_resumes_exactly(tmp_path):
     assert_same_run(tmp_path / "straight", tmp_path / "resumed", straight, resumed)
     with pytest.raises(ValueError, match="`data_source` must be one of"):
         train("fsnn_fmnist", output_dir=str(tmp_path / "bad"), data_source="hdf5")
+
+
+def test_dvs_gesture_segments_through_tfds_equal_the_files(tmp_path):
+    folder = dummy_data.write_dvs_gesture(tmp_path / "dvs_gesture" / "DvsGesture", events_per_gesture=300)
+    # AEDAT 3.1: packets, a skipped non-polarity packet, timestamps past 2^31 via the overflow
+    x, y, p, t = dummy_data.random_events(np.random.default_rng(1), 1200, 128, 1000)
+    t = t + (1 << 31) - 500
+    path = tmp_path / "one.aedat"
+    path.write_bytes(dummy_data.aedat31_bytes(x, y, p, np.sort(t), per_packet=500))
+    for a, b in zip(events.read_aedat31_polarity(str(path)), (x, y, p, np.sort(t))):
+        np.testing.assert_array_equal(a, b)
+    files = datasets.load_arrays("dvs_gesture", "train", tmp_path, source="files")
+    assert files[0].shape == (22, 30, 48, 48, 2)  # 2 training users x 11 gestures
+    np.testing.assert_array_equal(files[1], np.tile(np.arange(11), 2))
+    through_tfds = datasets.load_arrays("dvs_gesture", "test", tmp_path, source="tfds", tfds_dir=tmp_path / "tfds")
+    np.testing.assert_array_equal(through_tfds[0], datasets.load_arrays("dvs_gesture", "test", tmp_path)[0])
+    assert len(list(folder.glob("*.aedat"))) == 3
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(ValueError, match="runs past the end of the file"):
+        events.read_aedat31_polarity(str(path))

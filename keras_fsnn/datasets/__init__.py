@@ -72,6 +72,11 @@ DATASETS = {
     "cifar10_dvs": DatasetInfo("cifar10_dvs", (30, 48, 48, 2), 10, (9000, 1000),
                                "the official <class>/cifar10_<class>_<i>.aedat files (the ten class zips, "
                                "extracted)"),
+    # every labelled gesture segment; the split is the dataset's own trials_to_*.txt. The
+    # counts are not recorded here: no copy of the dataset was available to count them.
+    "dvs_gesture": DatasetInfo("dvs_gesture", (30, 48, 48, 2), 11, (None, None),
+                               "DvsGesture/: the user*_*.aedat recordings, their *_labels.csv files and "
+                               "trials_to_train.txt, trials_to_test.txt (the dataset's tar, extracted)"),
     # Embedded: scikit-learn's 1,797 8x8 handwritten digits, no files needed.
     "digits": DatasetInfo("digits", (8, 8, 1), 10, (1347, 450), "nothing (bundled with scikit-learn)"),
 }
@@ -87,8 +92,8 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
     """(images, labels) of a dataset split as NumPy arrays.
 
     Args:
-        name: "mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist", "cifar10_dvs" or
-            "digits" (scikit-learn's bundled 8x8 digits, split 75/25 stratified with seed 0).
+        name: "mnist", "fashion_mnist", "cifar10", "cifar100", "nmnist", "cifar10_dvs",
+            "dvs_gesture" or "digits" (scikit-learn's bundled 8x8 digits, split 75/25 stratified with seed 0).
         split: "train" or "test".
         data_dir: the folder of the official files (see the module docstring).
         source: "files" (read the official files), "tfds" (through tensorflow-datasets: the
@@ -138,7 +143,9 @@ def _folder(argument, value):
 
 
 def _file_folders(info, data_dir):
-    return (os.path.join(data_dir, info.name), data_dir)
+    extra = (os.path.join(data_dir, info.name, "DvsGesture"), os.path.join(data_dir, "DvsGesture")) \
+        if info.name == "dvs_gesture" else ()
+    return (os.path.join(data_dir, info.name), data_dir) + extra
 
 
 def _read_files(info, folder, split, time_steps):
@@ -152,6 +159,10 @@ def _read_files(info, folder, split, time_steps):
         files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
         frames = events.cifar10_dvs_frames([events.read_aedat_dvs128(path) for path, _ in files])
         return frames, np.asarray([label for _, label in files], np.int64)
+    if info.name == "dvs_gesture":
+        from keras_fsnn.datasets import events
+
+        return events.read_gesture(folder, split)
     return readers.read_nmnist(folder, split, time_steps or 30)
 
 
@@ -179,6 +190,8 @@ def _has_files(info, folder):
         return os.path.isdir(os.path.join(folder, "Train"))
     if info.name == "cifar10_dvs":
         return os.path.isdir(os.path.join(folder, "airplane"))
+    if info.name == "dvs_gesture":
+        return os.path.isfile(os.path.join(folder, "trials_to_train.txt"))
     try:
         _read_files(info, folder, "test", None)
     except DatasetNotFoundError:

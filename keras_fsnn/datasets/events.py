@@ -14,6 +14,12 @@ axes follow the released code: row = 127 - y, column = 127 - x, channel = 1 - po
 (Its resize goes through 8-bit PIL images, which wraps counts above 1; that is not
 reproduced: the frames here are the resized counts themselves.)
 
+DVS128 Gesture (Amir et al. 2017): AEDAT 3.1 recordings (`read_aedat31_polarity`), each cut
+into its labelled gesture segments by its `_labels.csv`, the train/test trials as the
+dataset's own `trials_to_train.txt` / `trials_to_test.txt` list them; frames as for
+CIFAR10-DVS (equal event counts, 128 -> `size`), on the sensor's axes (row y, column x,
+channel polarity). No seed paper uses it.
+
 Pure NumPy, like readers.py.
 """
 
@@ -76,16 +82,15 @@ def read_aedat_dvs128(path):
     return (address & 0xFE) >> 1, (address & 0x7F00) >> 8, address & 1, timestamp
 
 
-def event_count_frames(x, y, polarity, frames=30):
-    """(frames, 128, 128, 2) float32 event counts of one DVS128 recording, frame j holding
-    events [j n // frames, (j + 1) n // frames) of its n events (the last one the rest), on
-    the released code's axes (module docstring)."""
-    n = len(x)
+def event_count_frames(rows, columns, channels, frames=30, size=DVS128):
+    """(frames, size, size, 2) float32 event counts of one recording whose events sit at
+    (`rows`, `columns`, `channels`), frame j holding events [j n // frames, (j + 1) n //
+    frames) of its n events, the last frame the rest ("split by number")."""
+    n = len(rows)
     per_frame = n // frames
-    index = np.minimum(np.arange(n) // max(per_frame, 1), frames - 1) if per_frame else np.full(n, frames - 1)
-    flat = np.ravel_multi_index((index, DVS128 - 1 - y, DVS128 - 1 - x, 1 - polarity), (frames, DVS128, DVS128, 2))
-    return np.bincount(flat, minlength=frames * DVS128 * DVS128 * 2).astype(np.float32).reshape(
-        frames, DVS128, DVS128, 2)
+    index = np.minimum(np.arange(n) // per_frame, frames - 1) if per_frame else np.full(n, frames - 1)
+    flat = np.ravel_multi_index((index, rows, columns, channels), (frames, size, size, 2))
+    return np.bincount(flat, minlength=frames * size * size * 2).astype(np.float32).reshape(frames, size, size, 2)
 
 
 def resize_matrix(source, target):
@@ -100,12 +105,26 @@ def resize_matrix(source, target):
     return (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def cifar10_dvs_frames(recordings, frames=30, size=48):
-    """(N, frames, size, size, 2) float32 frames of N CIFAR10-DVS recordings (module
-    docstring), the 128x128 event counts resized to size x size in one product."""
-    counts = np.stack([event_count_frames(x, y, p, frames) for x, y, p, _ in recordings])
+def dvs128_frames(recordings, frames=30, size=48, released_axes=False):
+    """(N, frames, size, size, 2) float32 frames of N DVS128 recordings (x, y, polarity,
+    timestamp): event counts in `frames` frames of equal event counts, resized from 128x128
+    to size x size in one product. `released_axes`: CIFAR10-DVS's axes as the released code
+    has them (row 127 - y, column 127 - x, channel 1 - polarity), else row y, column x,
+    channel polarity."""
+    def counts(x, y, p):
+        if released_axes:
+            return event_count_frames(DVS128 - 1 - y, DVS128 - 1 - x, 1 - p, frames)
+        return event_count_frames(y, x, p, frames)
+
+    stacked = np.stack([counts(x, y, p) for x, y, p, _ in recordings])
     matrix = resize_matrix(DVS128, size)
-    return np.einsum("ri,nfijc,sj->nfrsc", matrix, counts, matrix, optimize=True).astype(np.float32)
+    return np.einsum("ri,nfijc,sj->nfrsc", matrix, stacked, matrix, optimize=True).astype(np.float32)
+
+
+def cifar10_dvs_frames(recordings, frames=30, size=48):
+    """Frames of CIFAR10-DVS recordings (module docstring): `dvs128_frames` on the released
+    code's axes."""
+    return dvs128_frames(recordings, frames, size, released_axes=True)
 
 
 def cifar10_dvs_files(folder, names):
@@ -142,3 +161,88 @@ def shipped_cifar10_dvs_split():
         for i in range(CIFAR10_DVS_PER_CLASS):
             split["test" if i in held else "train"].append(f"{name}/cifar10_{name}_{i}.aedat")
     return split
+
+
+# ---------------------------------------------------------------- DVS128 Gesture
+
+GESTURE_CLASSES = 11
+POLARITY_EVENT = 1  # AEDAT 3.1 event type
+
+
+def read_aedat31_polarity(path):
+    """(x, y, polarity, timestamp) of the valid polarity events of an AEDAT 3.1 file (the
+    DVS128 Gesture recordings; iniVation's documented format): a text header ending in
+    `#!END-HEADER`, then packets of a 28-byte little-endian header (type, source, event
+    size, timestamp offset, timestamp overflow, capacity, number, valid) and `number`
+    events; a polarity event (type 1) is a uint32 (bit 0 valid, bit 1 polarity, y in bits
+    2-16, x in bits 17-31) and a 31-bit timestamp in microseconds, extended by the
+    packet's overflow count."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    marker = b"#!END-HEADER\r\n"
+    offset = data.find(marker)
+    if offset < 0:
+        raise ValueError(f"{path}: no '#!END-HEADER' line: not an AEDAT 3.1 file.")
+    offset += len(marker)
+    parts = []
+    while offset < len(data):
+        if offset + 28 > len(data):
+            raise ValueError(f"{path}: a packet header is cut short at byte {offset} (truncated file?).")
+        kind, _, size, _, overflow, _, number, _ = struct.unpack_from("<hhiiiiii", data, offset)
+        offset += 28
+        if offset + size * number > len(data):
+            raise ValueError(f"{path}: a packet of {number} events of {size} bytes runs past the end of the file "
+                             "(truncated file?).")
+        if kind == POLARITY_EVENT:
+            if size != 8:
+                raise ValueError(f"{path}: polarity events of {size} bytes; AEDAT 3.1 has 8.")
+            body = np.frombuffer(data, "<u4", count=2 * number, offset=offset).reshape(-1, 2).astype(np.int64)
+            parts.append(body[body[:, 0] & 1 == 1] | np.array([0, overflow << 31]))
+        offset += size * number
+    events = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+    data, timestamp = events[:, 0], events[:, 1]
+    return (data >> 17) & 0x7FFF, (data >> 2) & 0x7FFF, (data >> 1) & 1, timestamp
+
+
+def gesture_segments(recording, labels_path):
+    """[(events, label)] of one DVS128 Gesture recording: the events of each row of its
+    `_labels.csv` (class 1..11, start and end in microseconds, [start, end)), label class - 1."""
+    x, y, polarity, timestamp = recording
+    rows = np.loadtxt(labels_path, delimiter=",", skiprows=1, dtype=np.int64, ndmin=2)
+    segments = []
+    for label, start, end in rows:
+        if not 1 <= label <= GESTURE_CLASSES:
+            raise ValueError(f"{labels_path}: class {label} is outside 1..{GESTURE_CLASSES}.")
+        keep = (timestamp >= start) & (timestamp < end)
+        segments.append(((x[keep], y[keep], polarity[keep], timestamp[keep]), int(label) - 1))
+    return segments
+
+
+def gesture_trials(folder, split):
+    """The recordings of a DVS128 Gesture split, as the dataset's own `trials_to_train.txt` /
+    `trials_to_test.txt` list them: [(aedat path, labels csv path)]."""
+    listing = os.path.join(folder, f"trials_to_{split}.txt")
+    if not os.path.isfile(listing):
+        raise DatasetNotFoundError([listing])
+    with open(listing) as f:
+        names = [line.strip() for line in f if line.strip()]
+    trials = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise DatasetNotFoundError([path])
+        trials.append((path, path[: -len(".aedat")] + "_labels.csv"))
+    return trials
+
+
+def read_gesture(folder, split, frames=30, size=48):
+    """(frames (N, frames, size, size, 2) float32, labels) of a DVS128 Gesture split: every
+    labelled segment of every listed recording (row y, column x, channel polarity)."""
+    recordings, labels = [], []
+    for path, labels_path in gesture_trials(folder, split):
+        for events, label in gesture_segments(read_aedat31_polarity(path), labels_path):
+            recordings.append(events)
+            labels.append(label)
+    return dvs128_frames(recordings, frames, size), np.asarray(labels, np.int64)

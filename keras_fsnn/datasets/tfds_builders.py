@@ -15,6 +15,9 @@ part, happens once (tfds shows a progress bar), and every later load reads the f
     keras_fsnn_cifar10_dvs/frames_30_48px
         CIFAR10-DVS <class>/cifar10_<class>_<i>.aedat, (30, 48, 48, 2) float32 frames (paper
         002 F.4), split 9:1 per class by the shipped split file (events.py)
+    keras_fsnn_dvs_gesture/frames_30_48px
+        DVS128 Gesture's AEDAT 3.1 recordings, one example per labelled gesture, the same
+        frames, the dataset's own train/test trials
 
 `builder(name, tfds_dir, time_steps)` gives the builder of a keras_fsnn dataset name;
 `prepare(...)` prepares one from a folder of official files. Importing this module needs
@@ -127,8 +130,9 @@ class KerasFsnnNmnist(OfficialFilesBuilder):
 
 
 @dataclasses.dataclass(eq=False)
-class Cifar10DvsConfig(tfds.core.BuilderConfig):
-    """CIFAR10-DVS frames: `frames` frames of equal event counts, resized to `size`."""
+class Dvs128Config(tfds.core.BuilderConfig):
+    """DVS128 frames (CIFAR10-DVS, DVS128 Gesture): `frames` frames of equal event counts,
+    resized to `size` x `size`."""
 
     frames: int = 30
     size: int = 48
@@ -136,7 +140,7 @@ class Cifar10DvsConfig(tfds.core.BuilderConfig):
 
 class KerasFsnnCifar10Dvs(OfficialFilesBuilder):
     DATASET = "cifar10_dvs"
-    BUILDER_CONFIGS = [Cifar10DvsConfig(name="frames_30_48px", description="30 frames of equal event counts, 48x48")]
+    BUILDER_CONFIGS = [Dvs128Config(name="frames_30_48px", description="30 frames of equal event counts, 48x48")]
 
     def _example_shape(self):
         return (self.builder_config.frames, self.builder_config.size, self.builder_config.size, 2)
@@ -154,8 +158,23 @@ class KerasFsnnCifar10Dvs(OfficialFilesBuilder):
                 yield start + i, {"image": frame, "label": label}
 
 
+class KerasFsnnDvsGesture(KerasFsnnCifar10Dvs):
+    DATASET = "dvs_gesture"
+    BUILDER_CONFIGS = [Dvs128Config(name="frames_30_48px", description="30 frames of equal event counts, 48x48")]
+
+    def _generate_examples(self, folder, split):
+        key = 0
+        for path, labels_path in events.gesture_trials(folder, split):  # a recording at a time
+            segments = events.gesture_segments(events.read_aedat31_polarity(path), labels_path)
+            frames = events.dvs128_frames([e for e, _ in segments], self.builder_config.frames,
+                                          self.builder_config.size)
+            for frame, (_, label) in zip(frames, segments):
+                yield key, {"image": frame, "label": label}
+                key += 1
+
+
 BUILDERS = {b.DATASET: b for b in (KerasFsnnMnist, KerasFsnnFashionMnist, KerasFsnnCifar10, KerasFsnnCifar100,
-                                   KerasFsnnNmnist, KerasFsnnCifar10Dvs)}
+                                   KerasFsnnNmnist, KerasFsnnCifar10Dvs, KerasFsnnDvsGesture)}
 
 
 def builder(name, tfds_dir=None, time_steps=30):
