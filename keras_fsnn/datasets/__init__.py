@@ -157,8 +157,8 @@ def _read_files(info, folder, split, time_steps):
         from keras_fsnn.datasets import events
 
         files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
-        frames = events.cifar10_dvs_frames([events.read_aedat_dvs128(path) for path, _ in files])
-        return frames, np.asarray([label for _, label in files], np.int64)
+        chunks = list(events.in_chunks(files, events.read_cifar10_dvs_files, events.CHUNK // 10))
+        return np.concatenate([f for f, _ in chunks]), np.concatenate([label for _, label in chunks])
     if info.name == "dvs_gesture":
         from keras_fsnn.datasets import events
 

@@ -2,7 +2,7 @@
 
 N-MNIST (Orchard et al. 2015; paper 000 §5.2, F.3.1): `.bin` files of 5-byte events, binned
 into `time_steps` frames of `bin_us` microseconds (3 ms, the first 30), a pixel that fires
-in a bin being a 1 (`readers.nmnist_frames` is the one-recording form of the same rule).
+in a bin being a 1 (`readers.nmnist_frames` is the one-recording form).
 
 CIFAR10-DVS (Li et al. 2017; paper 002 F.4): jAER AEDAT 2.0 files of a DVS128 (a text
 header of `#` lines, then big-endian (address, timestamp) uint32 pairs; x = address bits
@@ -30,6 +30,7 @@ import numpy as np
 from keras_fsnn.datasets.readers import DatasetNotFoundError, read_nmnist_events
 
 DVS128 = 128
+CHUNK = 1000  # N-MNIST recordings binned together (one scatter); DVS128 recordings: a tenth
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_DVS_PER_CLASS = 1000
 
@@ -52,6 +53,19 @@ def nmnist_frames_batch(recordings, time_steps=30, bin_us=3000):
 def read_nmnist_files(paths, time_steps=30, bin_us=3000):
     """Frames of the N-MNIST `.bin` files `paths` (see `nmnist_frames_batch`)."""
     return nmnist_frames_batch([read_nmnist_events(p) for p in paths], time_steps, bin_us)
+
+
+def in_chunks(files, read, size):
+    """(frames, labels) of `files` [(path, label)], `size` recordings at a time, `read`
+    making the frames of a list of paths: bounded memory, one vectorised call per chunk."""
+    for start in range(0, len(files), size):
+        chunk = files[start:start + size]
+        yield read([path for path, _ in chunk]), np.asarray([label for _, label in chunk], np.int64)
+
+
+def read_cifar10_dvs_files(paths, frames=30, size=48):
+    """Frames of the CIFAR10-DVS `.aedat` files `paths` (see `cifar10_dvs_frames`)."""
+    return cifar10_dvs_frames([read_aedat_dvs128(path) for path in paths], frames, size)
 
 
 def nmnist_files(folder, split):
@@ -116,6 +130,8 @@ def dvs128_frames(recordings, frames=30, size=48, released_axes=False):
             return event_count_frames(DVS128 - 1 - y, DVS128 - 1 - x, 1 - p, frames)
         return event_count_frames(y, x, p, frames)
 
+    if not recordings:
+        return np.zeros((0, frames, size, size, 2), np.float32)
     stacked = np.stack([counts(x, y, p) for x, y, p, _ in recordings])
     matrix = resize_matrix(DVS128, size)
     return np.einsum("ri,nfijc,sj->nfrsc", matrix, stacked, matrix, optimize=True).astype(np.float32)
@@ -237,12 +253,15 @@ def gesture_trials(folder, split):
     return trials
 
 
+def gesture_frames(path, labels_path, frames=30, size=48):
+    """(frames, labels) of one DVS128 Gesture recording's labelled gestures (row y, column
+    x, channel polarity)."""
+    segments = gesture_segments(read_aedat31_polarity(path), labels_path)
+    return dvs128_frames([e for e, _ in segments], frames, size), np.asarray([label for _, label in segments], np.int64)
+
+
 def read_gesture(folder, split, frames=30, size=48):
     """(frames (N, frames, size, size, 2) float32, labels) of a DVS128 Gesture split: every
-    labelled segment of every listed recording (row y, column x, channel polarity)."""
-    recordings, labels = [], []
-    for path, labels_path in gesture_trials(folder, split):
-        for events, label in gesture_segments(read_aedat31_polarity(path), labels_path):
-            recordings.append(events)
-            labels.append(label)
-    return dvs128_frames(recordings, frames, size), np.asarray(labels, np.int64)
+    labelled segment of every listed recording."""
+    parts = [gesture_frames(path, labels, frames, size) for path, labels in gesture_trials(folder, split)]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([label for _, label in parts])

@@ -235,32 +235,24 @@ def nmnist_frames(x, y, polarity, timestamp, time_steps=30, bin_us=3000):
     bins, the first 30): frame k holds the events with (k * bin_us, (k+1) * bin_us] of
     time, as TSSL-BP's ceil(ts / 3000) binning; a pixel that fires in a bin is a 1. Axes
     follow the released IDE loader (row = x, column = y); the channel is the polarity
-    bit. Shape (time_steps, 34, 34, 2), uint8.
+    bit. Shape (time_steps, 34, 34, 2), uint8. One recording of
+    `events.nmnist_frames_batch`.
 
     The released loader drops bin 0 and fills only slots 0..T-2 (the last frame is always
     empty); here all T frames hold data, as the paper's "first 30 time steps" reads."""
-    frames = np.zeros((time_steps, 34, 34, 2), np.uint8)
-    slot = np.ceil(timestamp / bin_us).astype(np.int64) - 1
-    keep = (slot >= 0) & (slot < time_steps) & (x < 34) & (y < 34)
-    frames[slot[keep], x[keep], y[keep], polarity[keep].astype(np.int64)] = 1
-    return frames
+    from keras_fsnn.datasets.events import nmnist_frames_batch
+
+    return nmnist_frames_batch([(x, y, polarity, timestamp)], time_steps, bin_us)[0]
 
 
 def read_nmnist(folder, split, time_steps=30):
-    """N-MNIST from the official folders `Train/<digit>/*.bin` and `Test/<digit>/*.bin`."""
-    base = os.path.join(folder, "Train" if split == "train" else "Test")
-    if not os.path.isdir(base):
-        raise DatasetNotFoundError([base])
-    frames, labels = [], []
-    for digit in range(10):
-        directory = os.path.join(base, str(digit))
-        for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
-            if name.endswith(".bin"):
-                frames.append(nmnist_frames(*read_nmnist_events(os.path.join(directory, name)), time_steps=time_steps))
-                labels.append(digit)
-    if not frames:
-        raise DatasetNotFoundError([os.path.join(base, "<digit>", "*.bin")])
-    return np.stack(frames), np.asarray(labels, np.int64)
+    """N-MNIST from the official folders `Train/<digit>/*.bin` and `Test/<digit>/*.bin`,
+    binned 1,000 recordings at a time (`events.read_nmnist_files`)."""
+    from keras_fsnn.datasets import events
+
+    chunks = list(events.in_chunks(events.nmnist_files(folder, split),
+                                   lambda paths: events.read_nmnist_files(paths, time_steps), events.CHUNK))
+    return np.concatenate([f for f, _ in chunks]), np.concatenate([label for _, label in chunks])
 
 
 def read_sklearn_digits(split):

@@ -31,8 +31,6 @@ import tensorflow_datasets as tfds
 
 from keras_fsnn.datasets import events, readers
 
-CHUNK = 1000  # recordings binned together (one scatter) while an event dataset is prepared
-
 
 class OfficialFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """A keras_fsnn dataset (`DATASET`, a key of keras_fsnn.datasets.DATASETS) as a tfds
@@ -73,9 +71,7 @@ class OfficialFilesBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         return {split: self._generate_examples(folder, split) for split in ("train", "test")}
 
     def _generate_examples(self, folder, split):
-        images, labels = self._read(folder, split)
-        for i, (image, label) in enumerate(zip(images, labels)):
-            yield i, {"image": image, "label": int(label)}
+        yield from _examples([self._read(folder, split)])
 
     def _read(self, folder, split):
         from keras_fsnn.datasets import _read_files
@@ -120,13 +116,9 @@ class KerasFsnnNmnist(OfficialFilesBuilder):
         return (self.builder_config.time_steps, 34, 34, 2)
 
     def _generate_examples(self, folder, split):
-        files = events.nmnist_files(folder, split)
-        for start in range(0, len(files), CHUNK):
-            chunk = files[start:start + CHUNK]
-            frames = events.read_nmnist_files([path for path, _ in chunk], self.builder_config.time_steps,
-                                              self.builder_config.bin_us)
-            for i, (frame, (_, label)) in enumerate(zip(frames, chunk)):
-                yield start + i, {"image": frame, "label": label}
+        config = self.builder_config
+        read = lambda paths: events.read_nmnist_files(paths, config.time_steps, config.bin_us)  # noqa: E731
+        yield from _examples(events.in_chunks(events.nmnist_files(folder, split), read, events.CHUNK))
 
 
 @dataclasses.dataclass(eq=False)
@@ -149,28 +141,29 @@ class KerasFsnnCifar10Dvs(OfficialFilesBuilder):
         return np.float32
 
     def _generate_examples(self, folder, split):
+        config = self.builder_config
         files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
-        for start in range(0, len(files), CHUNK // 10):  # ~100k events per recording
-            chunk = files[start:start + CHUNK // 10]
-            frames = events.cifar10_dvs_frames([events.read_aedat_dvs128(path) for path, _ in chunk],
-                                               self.builder_config.frames, self.builder_config.size)
-            for i, (frame, (_, label)) in enumerate(zip(frames, chunk)):
-                yield start + i, {"image": frame, "label": label}
+        read = lambda paths: events.read_cifar10_dvs_files(paths, config.frames, config.size)  # noqa: E731
+        yield from _examples(events.in_chunks(files, read, events.CHUNK // 10))
 
 
 class KerasFsnnDvsGesture(KerasFsnnCifar10Dvs):
     DATASET = "dvs_gesture"
     BUILDER_CONFIGS = [Dvs128Config(name="frames_30_48px", description="30 frames of equal event counts, 48x48")]
 
-    def _generate_examples(self, folder, split):
-        key = 0
-        for path, labels_path in events.gesture_trials(folder, split):  # a recording at a time
-            segments = events.gesture_segments(events.read_aedat31_polarity(path), labels_path)
-            frames = events.dvs128_frames([e for e, _ in segments], self.builder_config.frames,
-                                          self.builder_config.size)
-            for frame, (_, label) in zip(frames, segments):
-                yield key, {"image": frame, "label": label}
-                key += 1
+    def _generate_examples(self, folder, split):  # a recording at a time: its gestures' frames
+        config = self.builder_config
+        yield from _examples(events.gesture_frames(path, labels, config.frames, config.size)
+                             for path, labels in events.gesture_trials(folder, split))
+
+
+def _examples(chunks):
+    """(key, example) pairs of (frames, labels) chunks, keys counting from 0 in order."""
+    key = 0
+    for frames, labels in chunks:
+        for frame, label in zip(frames, labels):
+            yield key, {"image": frame, "label": int(label)}
+            key += 1
 
 
 BUILDERS = {b.DATASET: b for b in (KerasFsnnMnist, KerasFsnnFashionMnist, KerasFsnnCifar10, KerasFsnnCifar100,
