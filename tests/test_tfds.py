@@ -53,7 +53,7 @@ def test_tfds_and_the_files_give_the_same_arrays(tmp_path):
     dummy_data.write_mnist(tmp_path / "data" / "mnist", train=50, test=30, seed=3)
     dummy_data.write_nmnist(tmp_path / "data" / "nmnist", train_per_digit=1, test_per_digit=1, events=500)
     kept = {}
-    for name, time_steps in (("mnist", 30), ("nmnist", 12)):
+    for name, time_steps in (("mnist", 30), ("nmnist", 30), ("nmnist", 12)):  # N-MNIST's shipped config and another
         for split in ("train", "test"):
             files = datasets.load_arrays(name, split, tmp_path / "data", source="files", time_steps=time_steps)
             through_tfds = datasets.load_arrays(name, split, tmp_path / "data", source="tfds", time_steps=time_steps,
@@ -62,7 +62,8 @@ def test_tfds_and_the_files_give_the_same_arrays(tmp_path):
             np.testing.assert_array_equal(through_tfds[0], files[0])
             np.testing.assert_array_equal(through_tfds[1], files[1])
             kept[name, split] = files
-    assert (tmp_path / "tfds" / "keras_fsnn_nmnist" / "frames_3ms_12").is_dir()  # its own config
+    for config in ("frames_3ms_30", "frames_3ms_12"):
+        assert (tmp_path / "tfds" / "keras_fsnn_nmnist" / config).is_dir()
     # "auto" without the files reads the prepared tfds dataset
     auto = datasets.load_arrays("mnist", "test", tmp_path / "elsewhere", tfds_dir=tmp_path / "tfds")
     np.testing.assert_array_equal(auto[0], kept["mnist", "test"][0])

@@ -157,7 +157,7 @@ def _read_files(info, folder, split, time_steps):
         from keras_fsnn.datasets import events
 
         files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
-        chunks = list(events.in_chunks(files, events.read_cifar10_dvs_files, events.CHUNK // 10))
+        chunks = list(events.in_chunks(files, events.read_cifar10_dvs_files, events.CHUNK))
         return np.concatenate([f for f, _ in chunks]), np.concatenate([label for _, label in chunks])
     if info.name == "dvs_gesture":
         from keras_fsnn.datasets import events

@@ -30,7 +30,7 @@ import numpy as np
 from keras_fsnn.datasets.readers import DatasetNotFoundError, read_nmnist_events
 
 DVS128 = 128
-CHUNK = 1000  # N-MNIST recordings binned together (one scatter); DVS128 recordings: a tenth
+CHUNK = 10  # recordings binned together (benchmarks/event_preparation.py: larger chunks were slower)
 CIFAR10_DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_DVS_PER_CLASS = 1000
 

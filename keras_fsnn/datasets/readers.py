@@ -247,7 +247,7 @@ def nmnist_frames(x, y, polarity, timestamp, time_steps=30, bin_us=3000):
 
 def read_nmnist(folder, split, time_steps=30):
     """N-MNIST from the official folders `Train/<digit>/*.bin` and `Test/<digit>/*.bin`,
-    binned 1,000 recordings at a time (`events.read_nmnist_files`)."""
+    binned `events.CHUNK` recordings at a time (`events.read_nmnist_files`)."""
     from keras_fsnn.datasets import events
 
     chunks = list(events.in_chunks(events.nmnist_files(folder, split),

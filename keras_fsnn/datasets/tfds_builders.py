@@ -144,7 +144,7 @@ class KerasFsnnCifar10Dvs(OfficialFilesBuilder):
         config = self.builder_config
         files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
         read = lambda paths: events.read_cifar10_dvs_files(paths, config.frames, config.size)  # noqa: E731
-        yield from _examples(events.in_chunks(files, read, events.CHUNK // 10))
+        yield from _examples(events.in_chunks(files, read, events.CHUNK))
 
 
 class KerasFsnnDvsGesture(KerasFsnnCifar10Dvs):
@@ -175,6 +175,8 @@ def builder(name, tfds_dir=None, time_steps=30):
     default, $TFDS_DATA_DIR or ~/tensorflow_datasets); N-MNIST with `time_steps` frames."""
     cls = BUILDERS[name]
     config = nmnist_config(time_steps) if name == "nmnist" else None
+    if config is not None and config.name in {c.name for c in cls.BUILDER_CONFIGS}:
+        config = config.name  # a registered config is asked for by name (tfds refuses an equal object)
     return cls(data_dir=tfds_dir, config=config)
 
 
