@@ -174,3 +174,26 @@ def test_dvs_gesture_segments_through_tfds_equal_the_files(tmp_path):
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(ValueError, match="runs past the end of the file"):
         events.read_aedat31_polarity(str(path))
+
+
+def test_tfds_own_prepared_mnist_is_read_when_ours_is_not(tmp_path):
+    """tfds's own `mnist` builder, prepared offline from the real files (it checks their
+    checksums, so dummy files cannot stand in): read when keras_fsnn's is not prepared,
+    the same images and labels in tfds's own order."""
+    from data_paths import shared_data
+
+    folder = shared_data("mnist") + "/mnist"
+    theirs = tfds.builder("mnist", data_dir=str(tmp_path / "tfds"))
+    theirs.download_and_prepare(download_dir=str(tmp_path / "downloads"), download_config=tfds.download.DownloadConfig(
+        manual_dir=folder, try_download_gcs=False))
+    images, labels = datasets.load_arrays("mnist", "test", tmp_path / "no_files", source="auto",
+                                          tfds_dir=tmp_path / "tfds")
+    files = datasets.load_arrays("mnist", "test", folder, source="files")
+    assert images.shape == files[0].shape and not np.array_equal(labels, files[1])  # another order
+
+    def ordered(x, y):  # by label, then by the image's bytes
+        keys = sorted(range(len(y)), key=lambda i: (y[i], x[i].tobytes()))
+        return x[keys], y[keys]
+
+    for a, b in zip(ordered(images, labels), ordered(*files)):
+        np.testing.assert_array_equal(a, b)
