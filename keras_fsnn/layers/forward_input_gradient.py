@@ -1,20 +1,24 @@
-"""Stride-1 convolutions whose input gradient is itself a forward convolution.
+"""Convolutions whose input gradient is itself made of forward convolutions.
 
 The adjoint solve applies J^T once per iteration inside a while loop, and for a conv
 stage J^T contains the conv's input gradient. Autodiff expresses that gradient as a
-convolution with the kernel's in/out axes swapped (dim_labels `b01f_01oi`). XLA's CPU
-compiler makes such a convolution canonical (a transposed copy of the kernel, then its
-Eigen kernel) at the top level of a program but not inside a while loop, where it falls
-back to a naive loop nest: 160 ms instead of 23 ms for F64C5's 5x5, 64->64 conv on a
-(128, 14, 14, 64) batch, under JAX and under TensorFlow's XLA alike
-(benchmarks/xla_conv_gradient.py). Writing the gradient as what it is for stride 1,
+convolution with the kernel's in/out axes swapped (dim_labels `b01f_01oi`), and for a
+strided conv also with a dilated input. XLA's CPU compiler makes the first canonical (a
+transposed copy of the kernel, then its Eigen kernel) at the top level of a program but
+not inside a while loop, where it falls back to a naive loop nest, and the dilated form
+is slow everywhere: 156 ms instead of 23 ms for F64C5's 5x5, 64->64 conv on a
+(128, 14, 14, 64) batch, and 41 ms instead of 7 ms for a 3x3 stride-2 256->256 conv on a
+(32, 16, 16, 256) batch, under JAX and under TensorFlow's XLA alike
+(benchmarks/xla_conv_gradient.py; TensorFlow's graph mode is as fast either way). Writing
+the gradient as what it is,
 
-    dx = conv(pad(dy, (k - 1 - p_before, k - 1 - p_after)), flip(W)^T, "valid"),
+    stride 1:  dx = conv(pad(dy, (k - 1 - p_before, k - 1 - p_after)), flip(W)^T, "valid"),
+    stride s:  dx[s i + a] = (conv of dy with the taps t = a + p + s d of flip(W)^T)[i],
 
-W flipped along its spatial axes and its in/out axes swapped (a loop invariant), gives
-every backend a forward convolution it runs at full speed. The kernel gradient is the
-backend's own. Strided, dilated and grouped convs, and Conv*Transpose (whose input gradient
-already is a forward conv), keep Keras's gradient.
+one stride-1 convolution per output phase a, interleaved (`_polyphase_input_gradient`),
+gives every backend forward convolutions it runs at full speed, with no multiply-add the
+gradient does not need. The kernel gradient is the backend's own. Dilated and grouped
+convs, and Conv*Transpose, keep Keras's gradient.
 """
 
 import types
@@ -28,10 +32,9 @@ _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
 def eligible(layer):
-    """Whether `layer` is a plain stride-1, undilated, ungrouped Conv1D/2D/3D, the case the
-    forward-conv input gradient covers exactly."""
-    return (isinstance(layer, _CONVOLUTIONS)
-            and all(s == 1 for s in layer.strides) and all(d == 1 for d in layer.dilation_rate)
+    """Whether `layer` is an undilated, ungrouped Conv1D/2D/3D with "valid" or "same"
+    padding (any strides), the case the forward-conv input gradient covers exactly."""
+    return (isinstance(layer, _CONVOLUTIONS) and all(d == 1 for d in layer.dilation_rate)
             and layer.groups == 1 and layer.padding in ("valid", "same"))
 
 
@@ -44,31 +47,23 @@ def _spatial_pads(kernel_size, padding):
     return [((k - 1) // 2, k // 2) for k in kernel_size]
 
 
-def conv(inputs, kernel, padding, data_format):
-    """`ops.conv(inputs, kernel, strides=1, padding=padding, data_format=data_format)` with
-    the input gradient computed as a forward convolution (see the module docstring)."""
+def conv(inputs, kernel, padding, data_format, strides=1):
+    """`ops.conv(inputs, kernel, strides, padding, data_format)` with the input gradient
+    computed by forward convolutions (see the module docstring)."""
     rank = len(kernel.shape) - 2
-    kernel_size = tuple(kernel.shape[:rank])
-    spatial = list(range(1, rank + 1)) if data_format == "channels_last" else list(range(2, rank + 2))
-    gradient_pads = [(k - 1 - before, k - 1 - after)
-                     for k, (before, after) in zip(kernel_size, _spatial_pads(kernel_size, padding))]
+    strides = (strides,) * rank if isinstance(strides, int) else tuple(strides)
 
     def forward(x, w):
-        return ops.conv(x, w, strides=1, padding=padding, data_format=data_format)
+        return ops.conv(x, w, strides=strides, padding=padding, data_format=data_format)
 
     @ops.custom_gradient
     def convolve(x, w):
         def gradient(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
-            flipped = ops.swapaxes(ops.flip(w, axis=tuple(range(rank))), -1, -2)
-            if all(before == after for before, after in gradient_pads) and padding == "same":
-                dx = ops.conv(upstream, flipped, strides=1, padding="same", data_format=data_format)
+            if all(s == 1 for s in strides):
+                dx = _stride_one_input_gradient(upstream, w, padding, data_format)
             else:
-                widths = [(0, 0)] * (rank + 2)
-                for axis, pads in zip(spatial, gradient_pads):
-                    widths[axis] = pads
-                dx = ops.conv(ops.pad(upstream, widths), flipped, strides=1, padding="valid",
-                              data_format=data_format)
+                dx = _polyphase_input_gradient(upstream, w, tuple(x.shape), strides, padding, data_format)
             _, kernel_pullback = backend.vjp(lambda w: forward(x, w), w)
             return dx, kernel_pullback(upstream)
 
@@ -78,6 +73,82 @@ def conv(inputs, kernel, padding, data_format):
     # flows through the read, and the custom gradient sees plain tensors
     kernel = backend.read(kernel) if isinstance(kernel, keras.Variable) else ops.convert_to_tensor(kernel)
     return convolve(ops.convert_to_tensor(inputs), kernel)
+
+
+def _flipped(w, rank):
+    """W flipped along its spatial axes, in/out channels swapped: the transposed conv's kernel."""
+    return ops.swapaxes(ops.flip(w, axis=tuple(range(rank))), -1, -2)
+
+
+def _stride_one_input_gradient(dy, w, padding, data_format):
+    rank = len(w.shape) - 2
+    kernel_size = tuple(w.shape[:rank])
+    pads = [(k - 1 - before, k - 1 - after) for k, (before, after) in zip(kernel_size, _spatial_pads(kernel_size, padding))]
+    if padding == "same" and all(before == after for before, after in pads):
+        return ops.conv(dy, _flipped(w, rank), strides=1, padding="same", data_format=data_format)
+    spatial = range(1, rank + 1) if data_format == "channels_last" else range(2, rank + 2)
+    widths = [(0, 0)] * (rank + 2)
+    for axis, axis_pads in zip(spatial, pads):
+        widths[axis] = axis_pads
+    return ops.conv(ops.pad(dy, widths), _flipped(w, rank), strides=1, padding="valid", data_format=data_format)
+
+
+def _polyphase_input_gradient(dy, w, input_shape, strides, padding, data_format):
+    """The input gradient of a strided conv as one stride-1 conv per output phase.
+
+    Along an axis of input length n, kernel k, stride s and leading pad p, input position
+    s i + a (phase a = 0..s-1) receives dy[i - d] w[t] from the taps t = a + p + s d; so
+    phase a is a stride-1 correlation of dy with those taps (reversed, in/out swapped), and
+    the phases interleave into dx. Every multiply-add is one the gradient needs (no zeros
+    inserted, unlike a transposed conv)."""
+    rank = len(w.shape) - 2
+    if data_format == "channels_first":
+        dy = ops.moveaxis(dy, 1, -1)
+        input_shape = (input_shape[0],) + tuple(input_shape[2:]) + (input_shape[1],)
+    sizes = tuple(input_shape[1:-1])
+    kernel_size = tuple(w.shape[:rank])
+    outputs = tuple(dy.shape[1:-1])
+    leading = [0 if padding == "valid" else max((m - 1) * s + k - n, 0) // 2
+               for n, k, s, m in zip(sizes, kernel_size, strides, outputs)]
+    lengths = [-(-n // s) for n, s in zip(sizes, strides)]  # every phase padded to ceil(n / s)
+    swapped = ops.swapaxes(w, -1, -2)
+
+    def phase(offsets):
+        taps, widths, starts = [], [(0, 0)], []
+        for a, n, k, s, p, m, length in zip(offsets, sizes, kernel_size, strides, leading, outputs, lengths):
+            axis_taps = [t for t in range(k) if (t - a - p) % s == 0][::-1]  # d = (t - a - p) / s, descending
+            if not axis_taps:
+                return None
+            d_max, d_min = (axis_taps[0] - a - p) // s, (axis_taps[-1] - a - p) // s
+            before = max(0, d_max)
+            widths.append((before, max(0, length - d_min - m)))
+            starts.append((before - d_max, length + len(axis_taps) - 1))
+            taps.append(axis_taps)
+        padded = ops.pad(dy, widths + [(0, 0)])
+        window = padded[(slice(None),) + tuple(slice(a, a + n) for a, n in starts)]
+        sub = swapped
+        for axis, axis_taps in enumerate(taps):
+            sub = ops.take(sub, axis_taps, axis=axis)
+        return ops.conv(window, sub, strides=1, padding="valid")
+
+    def interleave(axis, offsets):
+        """The phases with fixed `offsets` on the axes before `axis`, interleaved along
+        `axis` and the ones after it: (batch, lengths..., channels)."""
+        if axis == rank:
+            out = phase(offsets)
+            if out is None:  # no tap reaches this phase (kernel smaller than the stride): zeros
+                one = ops.zeros_like(dy[(slice(None),) + (slice(0, 1),) * rank + (slice(0, 1),)])
+                out = one * ops.zeros((1,) + tuple(lengths) + (w.shape[-2],), dy.dtype)
+            return out
+        parts = [interleave(axis + 1, offsets + (a,)) for a in range(strides[axis])]
+        stacked = ops.stack(parts, axis=axis + 2)  # (batch, L_0 s_0, ..., L_axis, s_axis, L_axis+1, ...)
+        shape = [-1] + list(stacked.shape[1:])  # the batch may be unknown (a graph's while loop)
+        merged = shape[:axis + 1] + [shape[axis + 1] * shape[axis + 2]] + shape[axis + 3:]
+        return ops.reshape(stacked, merged)
+
+    dx = interleave(0, ())
+    dx = dx[(slice(None),) + tuple(slice(0, n) for n in sizes)]
+    return ops.moveaxis(dx, -1, 1) if data_format == "channels_first" else dx
 
 
 def use_forward_input_gradients(stage):
@@ -92,4 +163,4 @@ def use_forward_input_gradients(stage):
 
 
 def _convolution_op(layer, inputs, kernel):
-    return conv(inputs, kernel, layer.padding, layer.data_format)
+    return conv(inputs, kernel, layer.padding, layer.data_format, layer.strides)
