@@ -249,6 +249,18 @@ def our_step(model, x, y, kind, state):
 # ---------------------------------------------------------------- the authors' code (PyTorch)
 
 
+def load_feedback_and_readout(feedback, classifier, state, tensor):
+    """Our feedback (kernel, spectral-norm scale alpha, power-iteration vectors u, v) and
+    readout, from `state` (numpy arrays in their layout) into the authors' modules (in a
+    torch.no_grad() block); `tensor` makes a torch tensor of an array."""
+    feedback.weight_w.copy_(tensor(state["feedback_kernel"]))
+    feedback.weight_g.fill_(float(state["alpha"]))
+    feedback.weight_u.copy_(tensor(state["sn_u"]))
+    feedback.weight_v.copy_(tensor(state["sn_v"]))
+    classifier.weight.copy_(tensor(state["readout_kernel"]))
+    classifier.bias.copy_(tensor(state["readout_bias"]))
+
+
 def prepare_authors_code(authors_repo, threads):
     """Import torch with `threads` threads and put the authors' checkout on sys.path; returns
     torch. modules/broyden.py imports scipy.optimize.root and termcolor.colored, which the
@@ -312,12 +324,7 @@ def torch_side(args):
             bn.bias.copy_(t(s["bn_beta"]))
             bn.running_mean.copy_(t(s["bn_mean"]))
             bn.running_var.copy_(t(s["bn_var"]))
-            layer_s.weight_w.copy_(t(s["feedback_kernel"]))
-            layer_s.weight_g.fill_(float(s["alpha"]))
-            layer_s.weight_u.copy_(t(s["sn_u"]))
-            layer_s.weight_v.copy_(t(s["sn_v"]))
-            model.classifier.weight.copy_(t(s["readout_kernel"]))
-            model.classifier.bias.copy_(t(s["readout_bias"]))
+            load_feedback_and_readout(layer_s, model.classifier, s, t)
 
         solves = []
         original = snnide_module.broyden
@@ -568,11 +575,16 @@ def print_report(report):
 # ---------------------------------------------------------------- entry point
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_authors_arguments(parser):
+    """--authors-repo and --torch-python, the flags of every side-by-side with the authors' code."""
     parser.add_argument("--authors-repo", required=True, help="a checkout of pkuxmq/IDE-FSNN (imported, not copied)")
     parser.add_argument("--torch-python", default=None,
-                        help="a Python with torch for the authors' code (default: $TORCH_PYTHON, else this one)")
+                        help="a Python with torch 2.13 for the authors' code (default: $TORCH_PYTHON, else this one)")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_authors_arguments(parser)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--data-dir", default="/work/shared/datasets")
     parser.add_argument("--batch", type=int, default=256)

@@ -49,7 +49,8 @@ MODELS = {
 }
 LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
 
-from released_code_gradient import kernel_to_torch, prepare_authors_code, readout_to_torch  # noqa: E402
+from released_code_gradient import (  # noqa: E402
+    add_authors_arguments, kernel_to_torch, load_feedback_and_readout, prepare_authors_code, readout_to_torch)
 
 
 # ---------------------------------------------------------------- weights in PyTorch layout
@@ -324,12 +325,7 @@ def build_theirs(s, torch):
                 bn.running_var.copy_(t(s[f"stage{i}_var"]))
         if tuple(feedback.weight_w.shape) != s["feedback_kernel"].shape:
             raise SystemExit(f"feedback: their {tuple(feedback.weight_w.shape)} vs our {s['feedback_kernel'].shape}")
-        feedback.weight_w.copy_(t(s["feedback_kernel"]))
-        feedback.weight_g.fill_(float(s["alpha"]))
-        feedback.weight_u.copy_(t(s["sn_u"]))
-        feedback.weight_v.copy_(t(s["sn_v"]))
-        model.classifier.weight.copy_(t(s["readout_kernel"]))
-        model.classifier.bias.copy_(t(s["readout_bias"]))
+        load_feedback_and_readout(feedback, model.classifier, s, t)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
     batches = []
     for i in range(int(s["batches"])):
@@ -342,9 +338,7 @@ def main():
     from common import DEFAULT_DATA
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--authors-repo", required=True, help="a checkout of pkuxmq/IDE-FSNN (imported, not copied)")
-    parser.add_argument("--torch-python", default=None,
-                        help="a Python with torch 2.13 for the authors' code (default: $TORCH_PYTHON, else this one)")
+    add_authors_arguments(parser)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--modes", nargs="+", default=["graph", "xla"], choices=["graph", "xla"])
     parser.add_argument("--rounds", type=int, default=2)
