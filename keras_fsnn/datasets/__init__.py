@@ -51,6 +51,10 @@ class DatasetInfo:
     files: str  # what to put in the folder
     tfds_name: str = None
     augmentation: Augmentation = Augmentation()  # the paper's, for training
+    # a file or folder whose presence shows a folder holds the official files (None: the
+    # test split is read to see), and a subfolder of the official archive to look in too
+    marker: str = None
+    subfolder: str = None
 
 
 DATASETS = {
@@ -67,16 +71,17 @@ DATASETS = {
                             "cifar-100-python/ (the official python pickles) or cifar100.npz", "cifar100",
                             augmentation=PAPER_CIFAR_AUGMENTATION),
     "nmnist": DatasetInfo("nmnist", (30, 34, 34, 2), 10, (60000, 10000),
-                          "the official Train/<digit>/*.bin and Test/<digit>/*.bin event files"),
+                          "the official Train/<digit>/*.bin and Test/<digit>/*.bin event files", marker="Train"),
     # 9:1 per class by the shipped split file (events.py); (30, 48, 48, 2) float32 frames
     "cifar10_dvs": DatasetInfo("cifar10_dvs", (30, 48, 48, 2), 10, (9000, 1000),
                                "the official <class>/cifar10_<class>_<i>.aedat files (the ten class zips, "
-                               "extracted)"),
+                               "extracted)", marker="airplane"),
     # every labelled gesture segment; the split is the dataset's own trials_to_*.txt. The
     # counts are not recorded here: no copy of the dataset was available to count them.
     "dvs_gesture": DatasetInfo("dvs_gesture", (30, 48, 48, 2), 11, (None, None),
                                "DvsGesture/: the user*_*.aedat recordings, their *_labels.csv files and "
-                               "trials_to_train.txt, trials_to_test.txt (the dataset's tar, extracted)"),
+                               "trials_to_train.txt, trials_to_test.txt (the dataset's tar, extracted)",
+                               marker="trials_to_train.txt", subfolder="DvsGesture"),
     # Embedded: scikit-learn's 1,797 8x8 handwritten digits, no files needed.
     "digits": DatasetInfo("digits", (8, 8, 1), 10, (1347, 450), "nothing (bundled with scikit-learn)"),
 }
@@ -110,8 +115,8 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
     validation.choose("source", source, SOURCES)
     if info.name == "digits":
         return readers.read_sklearn_digits(split)
-    data_dir = _folder("data_dir", data_dir) or default_data_dir()
-    tfds_dir = _folder("tfds_dir", tfds_dir)
+    data_dir = check_folder("data_dir", data_dir) or default_data_dir()
+    tfds_dir = check_folder("tfds_dir", tfds_dir)
     looked = []
     if source in ("auto", "files"):
         for folder in _file_folders(info, data_dir):
@@ -135,7 +140,8 @@ def load_arrays(name, split="train", data_dir=None, source="auto", time_steps=30
 SOURCES = {"auto": "auto", "files": "files", "tfds": "tfds"}
 
 
-def _folder(argument, value):
+def check_folder(argument, value):
+    """`value` as a path string, or None; TypeError naming `argument` for anything else."""
     if value is not None and not isinstance(value, (str, os.PathLike)):
         raise TypeError(f"Argument `{argument}` must be a folder path (str or os.PathLike) or None; received "
                         f"{argument}={value!r}.")
@@ -143,9 +149,8 @@ def _folder(argument, value):
 
 
 def _file_folders(info, data_dir):
-    extra = (os.path.join(data_dir, info.name, "DvsGesture"), os.path.join(data_dir, "DvsGesture")) \
-        if info.name == "dvs_gesture" else ()
-    return (os.path.join(data_dir, info.name), data_dir) + extra
+    folders = (os.path.join(data_dir, info.name), data_dir)
+    return folders + tuple(os.path.join(f, info.subfolder) for f in folders) if info.subfolder else folders
 
 
 def _read_files(info, folder, split, time_steps):
@@ -157,8 +162,7 @@ def _read_files(info, folder, split, time_steps):
         from keras_fsnn.datasets import events
 
         files = events.cifar10_dvs_files(folder, events.shipped_cifar10_dvs_split()[split])
-        chunks = list(events.in_chunks(files, events.read_cifar10_dvs_files, events.CHUNK))
-        return np.concatenate([f for f, _ in chunks]), np.concatenate([label for _, label in chunks])
+        return events.concatenated(events.in_chunks(files, events.read_cifar10_dvs_files, events.CHUNK))
     if info.name == "dvs_gesture":
         from keras_fsnn.datasets import events
 
@@ -172,8 +176,8 @@ def prepare_tfds(name, data_dir=None, tfds_dir=None, time_steps=30):
     `data_dir/<name>` or `data_dir` itself); a prepared one is left as it is. Returns the
     builder (`builder.data_dir` is where the dataset lies). Nothing is downloaded."""
     info = validation.choose("name", name, {k: v for k, v in DATASETS.items() if k != "digits"})
-    data_dir = _folder("data_dir", data_dir) or default_data_dir()
-    tfds_dir = _folder("tfds_dir", tfds_dir)
+    data_dir = check_folder("data_dir", data_dir) or default_data_dir()
+    tfds_dir = check_folder("tfds_dir", tfds_dir)
     from keras_fsnn.datasets import tfds_builders
 
     for folder in _file_folders(info, data_dir):
@@ -184,14 +188,10 @@ def prepare_tfds(name, data_dir=None, tfds_dir=None, time_steps=30):
 
 
 def _has_files(info, folder):
-    """Whether `folder` holds the dataset's official files: the event datasets' top folders,
-    or a static dataset's test split read (its reader then validates them)."""
-    if info.name == "nmnist":
-        return os.path.isdir(os.path.join(folder, "Train"))
-    if info.name == "cifar10_dvs":
-        return os.path.isdir(os.path.join(folder, "airplane"))
-    if info.name == "dvs_gesture":
-        return os.path.isfile(os.path.join(folder, "trials_to_train.txt"))
+    """Whether `folder` holds the dataset's official files: its `marker` is there, or (no
+    marker: a static dataset) its test split reads (the reader then validates them)."""
+    if info.marker:
+        return os.path.exists(os.path.join(folder, info.marker))
     try:
         _read_files(info, folder, "test", None)
     except DatasetNotFoundError:
@@ -213,9 +213,10 @@ def _read_tfds(info, split, data_dir, time_steps, tfds_dir, prepare, looked):
     looked.append(f"tensorflow-datasets '{ours.name}/{ours.builder_config.name if ours.builder_config else ''}' "
                   f"prepared in {ours.data_dir_root}")
     if prepare:
-        for folder in _file_folders(info, data_dir):
-            if _has_files(info, folder):
-                return tfds_builders.read(tfds_builders.prepare(info.name, folder, tfds_dir, time_steps), split)
+        try:
+            return tfds_builders.read(prepare_tfds(info.name, data_dir, tfds_dir, time_steps), split)
+        except DatasetNotFoundError as missing:
+            looked.append(str(missing))
     if info.tfds_name:
         theirs = tfds.builder(info.tfds_name, data_dir=tfds_dir)
         if theirs.is_prepared():

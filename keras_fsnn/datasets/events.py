@@ -63,6 +63,12 @@ def in_chunks(files, read, size):
         yield read([path for path, _ in chunk]), np.asarray([label for _, label in chunk], np.int64)
 
 
+def concatenated(parts):
+    """(frames, labels) of (frames, labels) parts, joined."""
+    parts = list(parts)
+    return np.concatenate([frames for frames, _ in parts]), np.concatenate([labels for _, labels in parts])
+
+
 def read_cifar10_dvs_files(paths, frames=30, size=48):
     """Frames of the CIFAR10-DVS `.aedat` files `paths` (see `cifar10_dvs_frames`)."""
     return cifar10_dvs_frames([read_aedat_dvs128(path) for path in paths], frames, size)
@@ -263,5 +269,4 @@ def gesture_frames(path, labels_path, frames=30, size=48):
 def read_gesture(folder, split, frames=30, size=48):
     """(frames (N, frames, size, size, 2) float32, labels) of a DVS128 Gesture split: every
     labelled segment of every listed recording."""
-    parts = [gesture_frames(path, labels, frames, size) for path, labels in gesture_trials(folder, split)]
-    return np.concatenate([f for f, _ in parts]), np.concatenate([label for _, label in parts])
+    return concatenated(gesture_frames(path, labels, frames, size) for path, labels in gesture_trials(folder, split))

@@ -250,9 +250,8 @@ def read_nmnist(folder, split, time_steps=30):
     binned `events.CHUNK` recordings at a time (`events.read_nmnist_files`)."""
     from keras_fsnn.datasets import events
 
-    chunks = list(events.in_chunks(events.nmnist_files(folder, split),
-                                   lambda paths: events.read_nmnist_files(paths, time_steps), events.CHUNK))
-    return np.concatenate([f for f, _ in chunks]), np.concatenate([label for _, label in chunks])
+    return events.concatenated(events.in_chunks(events.nmnist_files(folder, split),
+                                                lambda paths: events.read_nmnist_files(paths, time_steps), events.CHUNK))
 
 
 def read_sklearn_digits(split):

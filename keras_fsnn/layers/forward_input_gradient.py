@@ -15,7 +15,8 @@ the gradient as what it is,
     stride 1:  dx = conv(pad(dy, (k - 1 - p_before, k - 1 - p_after)), flip(W)^T, "valid"),
     stride s:  dx[s i + a] = (conv of dy with the taps t = a + p + s d of flip(W)^T)[i],
 
-one stride-1 convolution per output phase a, interleaved (`_polyphase_input_gradient`),
+one stride-1 convolution per output phase a, interleaved (`_input_gradient`; at stride 1
+the first formula is its one phase),
 gives every backend forward convolutions it runs at full speed, with no multiply-add the
 gradient does not need. The kernel gradient is the backend's own. Dilated and grouped
 convs, and Conv*Transpose, keep Keras's gradient.
@@ -38,15 +39,6 @@ def eligible(layer):
             and layer.groups == 1 and layer.padding in ("valid", "same"))
 
 
-def _spatial_pads(kernel_size, padding):
-    """(before, after) zero padding of each spatial axis in the forward conv: none for
-    "valid"; for "same" at stride 1, k - 1 in all with the extra one after (XLA, oneDNN and
-    Keras agree)."""
-    if padding == "valid":
-        return [(0, 0) for _ in kernel_size]
-    return [((k - 1) // 2, k // 2) for k in kernel_size]
-
-
 def conv(inputs, kernel, padding, data_format, strides=1):
     """`ops.conv(inputs, kernel, strides, padding, data_format)` with the input gradient
     computed by forward convolutions (see the module docstring)."""
@@ -60,10 +52,7 @@ def conv(inputs, kernel, padding, data_format, strides=1):
     def convolve(x, w):
         def gradient(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
-            if all(s == 1 for s in strides):
-                dx = _stride_one_input_gradient(upstream, w, padding, data_format)
-            else:
-                dx = _polyphase_input_gradient(upstream, w, tuple(x.shape), strides, padding, data_format)
+            dx = _input_gradient(upstream, w, tuple(x.shape), strides, padding, data_format)
             _, kernel_pullback = backend.vjp(lambda w: forward(x, w), w)
             return dx, kernel_pullback(upstream)
 
@@ -75,32 +64,15 @@ def conv(inputs, kernel, padding, data_format, strides=1):
     return convolve(ops.convert_to_tensor(inputs), kernel)
 
 
-def _flipped(w, rank):
-    """W flipped along its spatial axes, in/out channels swapped: the transposed conv's kernel."""
-    return ops.swapaxes(ops.flip(w, axis=tuple(range(rank))), -1, -2)
-
-
-def _stride_one_input_gradient(dy, w, padding, data_format):
-    rank = len(w.shape) - 2
-    kernel_size = tuple(w.shape[:rank])
-    pads = [(k - 1 - before, k - 1 - after) for k, (before, after) in zip(kernel_size, _spatial_pads(kernel_size, padding))]
-    if padding == "same" and all(before == after for before, after in pads):
-        return ops.conv(dy, _flipped(w, rank), strides=1, padding="same", data_format=data_format)
-    spatial = range(1, rank + 1) if data_format == "channels_last" else range(2, rank + 2)
-    widths = [(0, 0)] * (rank + 2)
-    for axis, axis_pads in zip(spatial, pads):
-        widths[axis] = axis_pads
-    return ops.conv(ops.pad(dy, widths), _flipped(w, rank), strides=1, padding="valid", data_format=data_format)
-
-
-def _polyphase_input_gradient(dy, w, input_shape, strides, padding, data_format):
-    """The input gradient of a strided conv as one stride-1 conv per output phase.
+def _input_gradient(dy, w, input_shape, strides, padding, data_format):
+    """The input gradient of a conv as one stride-1 conv per output phase.
 
     Along an axis of input length n, kernel k, stride s and leading pad p, input position
     s i + a (phase a = 0..s-1) receives dy[i - d] w[t] from the taps t = a + p + s d; so
     phase a is a stride-1 correlation of dy with those taps (reversed, in/out swapped), and
     the phases interleave into dx. Every multiply-add is one the gradient needs (no zeros
-    inserted, unlike a transposed conv)."""
+    inserted, unlike a transposed conv). At stride 1 there is one phase: the conv of the
+    padded dy with the flipped kernel."""
     rank = len(w.shape) - 2
     if data_format == "channels_first":
         dy = ops.moveaxis(dy, 1, -1)
@@ -124,8 +96,9 @@ def _polyphase_input_gradient(dy, w, input_shape, strides, padding, data_format)
             widths.append((before, max(0, length - d_min - m)))
             starts.append((before - d_max, length + len(axis_taps) - 1))
             taps.append(axis_taps)
-        padded = ops.pad(dy, widths + [(0, 0)])
-        window = padded[(slice(None),) + tuple(slice(a, a + n) for a, n in starts)]
+        window = ops.pad(dy, widths + [(0, 0)])
+        if any(start or size != window.shape[axis + 1] for axis, (start, size) in enumerate(starts)):
+            window = window[(slice(None),) + tuple(slice(start, start + size) for start, size in starts)]
         sub = swapped
         for axis, axis_taps in enumerate(taps):
             sub = ops.take(sub, axis_taps, axis=axis)
@@ -141,13 +114,16 @@ def _polyphase_input_gradient(dy, w, input_shape, strides, padding, data_format)
                 out = one * ops.zeros((1,) + tuple(lengths) + (w.shape[-2],), dy.dtype)
             return out
         parts = [interleave(axis + 1, offsets + (a,)) for a in range(strides[axis])]
+        if len(parts) == 1:  # stride 1 along this axis: nothing to interleave
+            return parts[0]
         stacked = ops.stack(parts, axis=axis + 2)  # (batch, L_0 s_0, ..., L_axis, s_axis, L_axis+1, ...)
         shape = [-1] + list(stacked.shape[1:])  # the batch may be unknown (a graph's while loop)
         merged = shape[:axis + 1] + [shape[axis + 1] * shape[axis + 2]] + shape[axis + 3:]
         return ops.reshape(stacked, merged)
 
     dx = interleave(0, ())
-    dx = dx[(slice(None),) + tuple(slice(0, n) for n in sizes)]
+    if any(length * s != n for length, s, n in zip(lengths, strides, sizes)):
+        dx = dx[(slice(None),) + tuple(slice(0, n) for n in sizes)]
     return ops.moveaxis(dx, -1, 1) if data_format == "channels_first" else dx
 
 

@@ -273,9 +273,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
         step_timing = step_timing if isinstance(step_timing, StepTiming) else StepTiming.from_dict(step_timing)
     pipeline = validation.choose("pipeline", pipeline, PIPELINES)
     data_source = validation.choose("data_source", data_source, datasets.SOURCES)
-    if tfds_dir is not None and not isinstance(tfds_dir, (str, os.PathLike)):
-        raise TypeError(f"Argument `tfds_dir` must be a folder path (str or os.PathLike) or None; received "
-                        f"tfds_dir={tfds_dir!r}.")
+    tfds_dir = datasets.check_folder("tfds_dir", tfds_dir)
     if checkpoint_every is not None:
         checkpoint_every = validation.integer("checkpoint_every", checkpoint_every, minimum=1)
     if validation_examples is not None:
@@ -312,7 +310,7 @@ def train(name, data_dir=None, output_dir=None, resume=False, epochs=None, batch
     settings = {"name": name, "recipe_overrides": overrides, "model_overrides": dict(model_overrides or {}),
                 "seed": seed, "limit": limit, "data_dir": data_dir, "pipeline": pipeline, "batch_draws": BATCH_DRAWS,
                 "validation_examples": validation_examples, "data_source": data_source,
-                "tfds_dir": os.fspath(tfds_dir) if tfds_dir else None}
+                "tfds_dir": tfds_dir}
     if initial_weights is not None and not resume:
         settings["initial_weights"] = _initial_weights(initial_weights)
     if os.path.exists(run_path):
