@@ -22,7 +22,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_fsnn import validation
+from keras_fsnn import backend, validation
 
 _TINY = 1e-30
 
@@ -123,16 +123,19 @@ class _History:
                                              (ops.shape(b)[0], ops.shape(b)[2]), b.dtype)
         return total
 
-    def replace(self, blocks, slot, value):
-        """Write `value` (batch, size) into `slot`; returns (what the slot held, new blocks)."""
-        batch, size = ops.shape(value)[0], ops.shape(value)[1]
+    def read(self, blocks, slot):
+        """Slot `slot` of the history: (batch, size)."""
+        return ops.switch(slot // _BLOCK, [
+            lambda blocks, k=k: ops.take(blocks[k], slot - self.starts[k], axis=1)
+            for k in range(len(blocks))], blocks)
 
+    def write(self, blocks, slot, value):
+        """The blocks with `value` (batch, size) in slot `slot`."""
         def write_into(k):
             def branch(blocks, value):
-                at = [0, slot - self.starts[k], 0]
-                old = ops.squeeze(ops.slice(blocks[k], at, (batch, 1, size)), 1)
-                new = ops.slice_update(blocks[k], at, value[:, None, :])
-                return old, blocks[:k] + (new,) + blocks[k + 1:]
+                zero = ops.zeros((), ops.dtype(slot))  # indices of one integer type (JAX with x64)
+                new = ops.slice_update(blocks[k], [zero, slot - self.starts[k], zero], value[:, None, :])
+                return blocks[:k] + (new,) + blocks[k + 1:]
             return branch
 
         return ops.switch(slot // _BLOCK, [write_into(k) for k in range(len(blocks))], blocks, value)
@@ -163,9 +166,6 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     memory = min(memory, steps)
     history = _History(memory)
 
-    def G(y):
-        return _per_sample(apply_jt(ops.reshape(y, shape))) + g - y
-
     def h_times(i, us, vs, x):  # H x
         return -x + history.combine(us, history.project(vs, x, i), i)
 
@@ -175,14 +175,13 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     def dot(a, b):
         return ops.sum(a * b, axis=-1, keepdims=True)
 
-    def cond(i, y, gy, step, us, vs, best, best_residual):
-        return ops.logical_and(ops.less(i, steps), ops.greater(ops.max(best_residual), tol))
-
-    def body(i, y, gy, step, us, vs, best, best_residual):
-        y_new = y + step
-        gy_new = G(y_new)
+    def update(i, y, jt_y, gy, step, us, vs, best, best_residual):
+        """An iteration's arithmetic but the J^T product: G(y) from J^T y, the residual, the
+        rank-one pair (u, v) and the next step. It only reads the history and returns the
+        pair to write, so that a compiled `update` never copies the history out."""
+        gy_new = jt_y + g - y
         residual = _norm(gy_new) / g_norm
-        best, best_residual = _keep_best(y_new, residual, best, best_residual)
+        best, best_residual = _keep_best(y, residual, best, best_residual)
 
         d_gy = gy_new - gy
         v = times_h(i, us, vs, step)
@@ -193,14 +192,26 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
         u = ops.where(usable, (step - h_d_gy) / safe_denominator, 0.0)
         v = ops.where(usable, v, 0.0)
         slot = ops.mod(i, memory)
-        u_old, us = history.replace(us, slot, u)
-        v_old, vs = history.replace(vs, slot, v)
+        u_old, v_old = history.read(us, slot), history.read(vs, slot)  # the pair it evicts
         step_new = step - h_d_gy - u * dot(v, gy_new) + u_old * dot(v_old, gy_new)
-        return i + 1, y_new, gy_new, step_new, us, vs, best, best_residual
+        return y + step_new, gy_new, step_new, u, v, best, best_residual
 
+    update = backend.fused(update)
+
+    def cond(i, y, gy, step, us, vs, best, best_residual):
+        return ops.logical_and(ops.less(i, steps), ops.greater(ops.max(best_residual), tol))
+
+    def body(i, y, gy, step, us, vs, best, best_residual):
+        # y: the point to evaluate (the last one + step); gy: G at the last one
+        jt_y = _per_sample(apply_jt(ops.reshape(y, shape)))
+        y_next, gy, step, u, v, best, best_residual = update(i, y, jt_y, gy, step, us, vs, best, best_residual)
+        slot = ops.mod(i, memory)
+        return i + 1, y_next, gy, step, history.write(us, slot, u), history.write(vs, slot, v), best, best_residual
+
+    # from y = 0: G(0) = g, and the first step is -H G(0) = g
     zeros = ops.zeros_like(g)
     empty = history.zeros(ops.shape(g)[0], ops.shape(g)[1], g.dtype)
-    start = (ops.convert_to_tensor(0, "int32"), zeros, g, g, empty, empty, zeros, ops.ones_like(g_norm))
+    start = (ops.convert_to_tensor(0, "int32"), g, g, g, empty, empty, zeros, ops.ones_like(g_norm))
     out = ops.while_loop(cond, body, start, maximum_iterations=steps)
     return _finish(out[6], out[7], out[0], shape)
 
@@ -262,7 +273,7 @@ def gmres(apply_jt, rhs, steps=30, tol=1e-5, memory=30):
             w = w - basis.combine(blocks, h, k + 1)
             w_norm = _norm(w)
             v_next = ops.where((w_norm > _TINY)[:, None], w / (w_norm[:, None] + _TINY), 0.0)
-            _, blocks = basis.replace(blocks, k + 1, v_next)
+            blocks = basis.write(blocks, k + 1, v_next)
             e_k, e_next = unit(k, slots), unit(k + 1, slots)
             column = ops.squeeze(ops.matmul(qt, (h + w_norm[:, None] * e_next)[:, :, None]), -1)
             # One Givens rotation zeroes the subdiagonal entry ||w|| against column[k].

@@ -27,15 +27,37 @@ importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tenso
 """
 
 
-def value_and_grads(loss_fn, variables):
-    """loss_fn() -> scalar; its value and its gradients w.r.t. `variables` (Keras
-    variables), by the active backend's own autodiff."""
+# How a computation can run: eagerly, traced into a graph (TensorFlow's graph mode, where
+# oneDNN runs the convs and `backend.fused` compiles the solvers' bookkeeping; jit on JAX),
+# or compiled whole with XLA.
+EXECUTION_MODES = ("eager", "graph", "xla")
+
+
+def in_mode(fn, mode):
+    """`fn` to be run in execution `mode` (EXECUTION_MODES) under the active backend."""
+    if mode == "eager":
+        return fn
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
-        with tf.GradientTape() as tape:
-            loss = loss_fn()
-        grads = tape.gradient(loss, [v.value for v in variables])
+        return tf.function(fn, jit_compile=mode == "xla", autograph=False)
+    import jax
+
+    return jax.jit(fn)
+
+
+def value_and_grads(loss_fn, variables, mode="eager"):
+    """loss_fn() -> scalar; its value and its gradients w.r.t. `variables` (Keras
+    variables), by the active backend's own autodiff, in execution `mode`."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        def compute():
+            with tf.GradientTape() as tape:
+                loss = loss_fn()
+            return loss, tape.gradient(loss, [v.value for v in variables])
+
+        loss, grads = in_mode(compute, mode)()
         return float(loss), [np.asarray(g) for g in grads]
 
     import jax
@@ -44,7 +66,7 @@ def value_and_grads(loss_fn, variables):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
             return loss_fn()
 
-    loss, grads = jax.value_and_grad(pure)([v.value for v in variables])
+    loss, grads = in_mode(jax.value_and_grad(pure), mode)([v.value for v in variables])
     return float(loss), [np.asarray(g) for g in grads]
 
 

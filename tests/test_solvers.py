@@ -3,6 +3,7 @@ report failure (with a finite, never-NaN solution) when there is no contraction.
 
 import numpy as np
 import pytest
+from conftest import EXECUTION_MODES, in_mode
 from keras import ops
 
 from keras_fsnn import solvers
@@ -83,14 +84,16 @@ def dense_broyden(a, g, steps, memory):
 
 
 @pytest.mark.parametrize("steps,memory", [(25, 9), (25, 14), (25, 3), (20, 27)])
-def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps, memory):
+@pytest.mark.parametrize("mode", EXECUTION_MODES)
+def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps, memory, mode):
     """The solver's history-free step recurrence, its ring buffer (memory < steps) and its
     blocks of 7 slots (a partial last block, a single block, no wrap) give the iterates of
-    Broyden's method with an explicit H."""
+    Broyden's method with an explicit H; eagerly, in graph mode (its bookkeeping compiled
+    by `backend.fused`) and under XLA."""
     rng = np.random.default_rng(3)
     a, g = linear_system(rng, batch=4, size=40, radius=0.97)
-    result = solvers.broyden(apply_jt(a), ops.convert_to_tensor(g.astype("float32")), steps=steps, tol=0.0,
-                             memory=memory)
+    solve = in_mode(lambda rhs: solvers.broyden(apply_jt(a), rhs, steps=steps, tol=0.0, memory=memory), mode)
+    result = solve(ops.convert_to_tensor(g.astype("float32")))
     assert int(result.iterations) == steps
     want = dense_broyden(a, g, steps, memory)
     np.testing.assert_allclose(ops.convert_to_numpy(result.solution), want, rtol=2e-3, atol=2e-4)

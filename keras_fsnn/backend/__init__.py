@@ -21,6 +21,11 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
   `simulate()` (called in loops by evaluation, metrics and callbacks). Eager JAX would
   otherwise compile the time loop's scan anew at every call (it captures the weights), and
   eager TensorFlow would run the loop op by op. Inside a traced function, `fn` is called.
+* `fused(fn)`: `fn` (pure tensor arithmetic, no convolutions) run as one XLA computation.
+  TensorFlow's graph mode runs every op as its own kernel, a pass over memory each; the
+  solvers' bookkeeping (Broyden's history products and vector updates) is 4x faster fused
+  (benchmarks/solver_bookkeeping.py). The J^T product stays outside, with oneDNN's convs.
+  Under XLA and on JAX, `fn` is traced into the surrounding computation as it is.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
@@ -33,9 +38,9 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_fsnn.backend.tensorflow_backend import compiled_call, flush_reports, on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.tensorflow_backend import compiled_call, flush_reports, fused, fused_gradient, on_active_rows, read, report, time_loop, vjp
 elif _BACKEND == "jax":
-    from keras_fsnn.backend.jax_backend import compiled_call, flush_reports, on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.jax_backend import compiled_call, flush_reports, fused, fused_gradient, on_active_rows, read, report, time_loop, vjp
 else:
     # The package imports on any backend (keras_fsnn.fp, the datasets and the zoo's files
     # need none of this); the spiking layers fail at their first use, saying why.
@@ -45,7 +50,7 @@ else:
             f"backend is {_BACKEND!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax (keras_fsnn.fp runs on "
             "any backend).")
 
-    compiled_call = flush_reports = on_active_rows = read = report = time_loop = vjp = _unsupported
+    compiled_call = flush_reports = fused = fused_gradient = on_active_rows = read = report = time_loop = vjp = _unsupported
 
 name = _BACKEND
 
@@ -55,4 +60,4 @@ def check_supported():
     if _BACKEND not in ("tensorflow", "jax"):
         _unsupported()
 
-__all__ = ["check_supported", "compiled_call", "flush_reports", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]
+__all__ = ["check_supported", "compiled_call", "flush_reports", "fused", "fused_gradient", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]

@@ -32,6 +32,14 @@ def time_loop(steps, body, state):
     return jax.lax.fori_loop(0, steps, body, state)  # static bounds: lowered to a scan
 
 
+def fused(fn):
+    return fn  # traced into the surrounding jit, which XLA fuses as a whole
+
+
+def fused_gradient(fn):
+    return fn  # its gradient is traced into the surrounding jit
+
+
 def on_active_rows(fn, rows, *aligned):
     # jit needs static shapes: every row is computed (silent rows give zero anyway).
     return fn(rows, *aligned)

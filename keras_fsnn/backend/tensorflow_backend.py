@@ -56,6 +56,42 @@ def time_loop(steps, body, state):
                          (tf.constant(0), state), maximum_iterations=steps, **options)[1]
 
 
+def fused(fn):
+    # In graph mode every op of fn would run as its own kernel, each a pass over memory;
+    # compiled with XLA, fn's elementwise and matrix-vector work fuses into a few loops
+    # (4x faster for Broyden's bookkeeping), while the convolutions outside fn stay with
+    # oneDNN. Under XLA already, and eagerly, fn runs as it is.
+    compiled = tf.function(fn, jit_compile=True, autograph=False)
+
+    def call(*args):
+        return fn(*args) if tf.executing_eagerly() or _in_xla() else compiled(*args)
+
+    return call
+
+
+def fused_gradient(fn):
+    # fn's value as it is; its vector-Jacobian product recomputes fn and differentiates it
+    # inside one XLA computation, so that a backward called once per solver iteration
+    # makes a few passes over memory instead of one per gradient op.
+    def backward(args, upstream):
+        with tf.GradientTape() as tape:
+            tape.watch(args)
+            value = fn(*args)
+        return tape.gradient(value, args, output_gradients=upstream,
+                             unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    compiled = tf.function(backward, jit_compile=True, autograph=False)
+
+    @tf.custom_gradient
+    def differentiated(*args):
+        return fn(*args), lambda upstream: compiled(list(args), upstream)
+
+    def call(*args):
+        return fn(*args) if tf.executing_eagerly() or _in_xla() else differentiated(*args)
+
+    return call
+
+
 def _in_xla():
     return GraphOrParentsInXlaContext is None or GraphOrParentsInXlaContext(get_default_graph())
 

@@ -276,7 +276,8 @@ class EquilibriumLayer(keras.layers.Layer):
         updates = [[] for _ in self._stages]
         run = self._runner(params, masks, training, updates=updates)
         first = [run(k, v) for k, v in zip(self._input_stages, self._input_values(x_bar))]
-        activity = self._network(first, self._split(a), lambda j, current: self.neuron.rate_map(current), run)
+        rate_map = backend.fused_gradient(self.neuron.rate_map)
+        activity = self._network(first, self._split(a), lambda j, current: rate_map(current), run)
         return self._join([activity[j] for j in self._last]), updates
 
     def _simulate(self, x, params, masks, record_residuals=False, spike=None, count_spikes=False,
