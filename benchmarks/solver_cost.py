@@ -1,4 +1,4 @@
-"""Cost of one adjoint-solver iteration apart from J^T, at the sizes of the zoo models.
+"""Cost of one adjoint-solver iteration apart from the convs, at the sizes of the zoo models.
 
     python benchmarks/solver_cost.py
     python benchmarks/solver_cost.py --sizes 128x12544 --repeats 5
@@ -11,6 +11,14 @@ iteration, GMRES the written part of its one (batch, 31, D) basis twice, so at l
 are bound by memory bandwidth. Sizes: F400 (128 x 400), fsnn_mnist (128 x 14*14*64), and
 AlexNet-F's feedback layer (32 x 16*16*96; batch 32 as in the paper's benchmark). Printed:
 ms per iteration, and Broyden / GMRES.
+
+On TensorFlow the script also runs Broyden with its bookkeeping op by op ("unfused"), as it
+ran before `backend.fused` compiled it with XLA inside graph mode, and prints the ratio; and
+the pullback of the rate map sigma (the clip of every spiking layer, applied once per J^T)
+autodiff's way and as `backend.fused_gradient` computes it. Beside them: the machine's
+streaming bandwidth measured in the same run (one read and one write of a 256 MiB array),
+and the time Broyden's history traffic alone would take at that bandwidth (four reads of
+the written slots and two slot writes per iteration, averaged over the 30 iterations).
 """
 
 import argparse
@@ -27,20 +35,59 @@ import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
 
 from common import compiled, median_seconds  # noqa: E402
-from keras_fsnn import solvers  # noqa: E402
+from keras_fsnn import backend, solvers  # noqa: E402
+from keras_fsnn.neurons import IF  # noqa: E402
 
 SIZES = {"f400": (128, 400), "fsnn_mnist": (128, 14 * 14 * 64), "alexnet_f": (32, 16 * 16 * 96)}
 STEPS = 30
 
 
-def per_iteration_ms(solver, batch, size, repeats):
+def per_iteration_ms(solver, batch, size, repeats, fused=True):
     rng = np.random.default_rng(0)
     g = ops.convert_to_tensor(rng.normal(size=(batch, size)).astype("float32"))
     # a contraction whose slow modes keep every solver busy for all STEPS iterations
     diagonal = ops.convert_to_tensor(np.clip(0.9 * rng.normal(size=(size,)), -0.99, 0.99).astype("float32"))
-    solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution, xla=False)
+    real_fused = backend.fused
+    if not fused:  # traced with the bookkeeping op by op
+        solvers.backend.fused = lambda fn: fn
+    try:
+        solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution, xla=False)
+        ops.convert_to_numpy(solve(g))
+    finally:
+        solvers.backend.fused = real_fused
     seconds = median_seconds(lambda: ops.convert_to_numpy(solve(g)), repeats)
     return 1e3 * seconds / STEPS
+
+
+def rate_map_pullback_ms(batch, size, repeats, fused):
+    """ms per pullback of the IF rate map at a point where part of it is linear."""
+    rng = np.random.default_rng(1)
+    z = ops.convert_to_tensor(rng.normal(1.0, 1.5, size=(batch, size)).astype("float32"))
+    rate_map = IF(threshold=2.0).rate_map
+    rate_map = backend.fused_gradient(rate_map) if fused else rate_map
+
+    def run(z, dy):
+        _, pullback = backend.vjp(rate_map, z)
+        return ops.fori_loop(0, STEPS, lambda i, y: pullback(y), dy)
+
+    loop = compiled(run, xla=False)
+    seconds = median_seconds(lambda: ops.convert_to_numpy(loop(z, z)), repeats)
+    return 1e3 * seconds / STEPS
+
+
+def bandwidth_gb_per_s(repeats):
+    """Streaming bandwidth: bytes read + written by y = x + 1 over a 256 MiB float32 array."""
+    x = ops.convert_to_tensor(np.ones(64 * 2**20, "float32"))
+    add = compiled(lambda x: x + 1.0, xla=False)
+    seconds = median_seconds(lambda: ops.convert_to_numpy(add(x)[:1]), repeats)
+    return 2 * 4 * 64 * 2**20 / seconds / 1e9
+
+
+def history_traffic_ms(batch, size, gb_per_s, memory=27):
+    """Broyden's history traffic per iteration at `gb_per_s`: four reads of the written
+    slots (v = H^T dy, H dG) and two slot writes, averaged over STEPS iterations."""
+    written = np.mean([min(i, memory) for i in range(STEPS)])
+    return 1e3 * (4 * written + 2) * batch * size * 4 / (gb_per_s * 1e9)
 
 
 def main():
@@ -49,15 +96,30 @@ def main():
                         help=f"model names ({', '.join(SIZES)}) or BATCHxD")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; {STEPS} iterations, diagonal J^T")
-    print(f"{'size':>12} {'batch x D':>12} {'fixed point ms':>15} {'Broyden ms':>11} {'GMRES ms':>9} "
-          f"{'Broyden/GMRES':>14}")
+    tensorflow = keras.backend.backend() == "tensorflow"
+    gb_per_s = bandwidth_gb_per_s(args.repeats)
+    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; {STEPS} iterations, diagonal J^T; "
+          f"streaming bandwidth {gb_per_s:.1f} GB/s")
+    header = f"{'size':>12} {'batch x D':>12} {'fixed point ms':>15} {'Broyden ms':>11} {'GMRES ms':>9} {'Broyden/GMRES':>14}"
+    if tensorflow:
+        header += f" {'Broyden unfused ms':>19} {'fused/unfused':>14}"
+    print(header + f" {'history traffic ms':>19}")
     for name in args.sizes:
         batch, size = SIZES[name] if name in SIZES else map(int, name.split("x"))
         fixed, broyden, gmres = (per_iteration_ms(solver, batch, size, args.repeats)
                                  for solver in (solvers.fixed_point, solvers.broyden, solvers.gmres))
-        print(f"{name:>12} {f'{batch}x{size}':>12} {fixed:15.2f} {broyden:11.2f} {gmres:9.2f} "
-              f"{broyden / gmres:14.2f}", flush=True)
+        line = f"{name:>12} {f'{batch}x{size}':>12} {fixed:15.2f} {broyden:11.2f} {gmres:9.2f} {broyden / gmres:14.2f}"
+        if tensorflow:
+            unfused = per_iteration_ms(solvers.broyden, batch, size, args.repeats, fused=False)
+            line += f" {unfused:19.2f} {broyden / unfused:14.2f}"
+        print(line + f" {history_traffic_ms(batch, size, gb_per_s):19.2f}", flush=True)
+    if tensorflow:
+        print(f"\nrate-map pullback, ms per J^T\n{'size':>12} {'batch x D':>12} {'autodiff':>9} {'fused':>7} {'ratio':>6}")
+        for name in args.sizes:
+            batch, size = SIZES[name] if name in SIZES else map(int, name.split("x"))
+            plain, fused = (rate_map_pullback_ms(batch, size, args.repeats, f) for f in (False, True))
+            print(f"{name:>12} {f'{batch}x{size}':>12} {plain:9.2f} {fused:7.2f} {fused / plain:6.2f}", flush=True)
+
 
 if __name__ == "__main__":
     main()

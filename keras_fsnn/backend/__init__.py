@@ -24,7 +24,7 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
 * `fused(fn)`: `fn` (pure tensor arithmetic, no convolutions) run as one XLA computation.
   TensorFlow's graph mode runs every op as its own kernel, a pass over memory each; the
   solvers' bookkeeping (Broyden's history products and vector updates) is 4x faster fused
-  (benchmarks/solver_bookkeeping.py). The J^T product stays outside, with oneDNN's convs.
+  (benchmarks/solver_cost.py). The J^T product stays outside, with oneDNN's convs.
   Under XLA and on JAX, `fn` is traced into the surrounding computation as it is.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;

@@ -16,7 +16,7 @@ the gradient as what it is,
     stride s:  dx[s i + a] = (conv of dy with the taps t = a + p + s d of flip(W)^T)[i],
 
 one stride-1 convolution per output phase a, interleaved (`_input_gradient`; at stride 1
-the first formula is its one phase),
+the first formula is its one phase; the phases' kernels are cut once per forward call),
 gives every backend forward convolutions it runs at full speed, with no multiply-add the
 gradient does not need. The kernel gradient is the backend's own. Dilated and grouped
 convs, and Conv*Transpose, keep Keras's gradient.
@@ -50,13 +50,17 @@ def conv(inputs, kernel, padding, data_format, strides=1):
 
     @ops.custom_gradient
     def convolve(x, w):
+        y = forward(x, w)
+        # the per-phase kernels are made here, once, not in every pullback (the adjoint solve
+        # pulls back through this conv once per iteration); unused, they are pruned
+        input_gradient = _input_gradient(w, tuple(x.shape), tuple(y.shape), strides, padding, data_format)
+
         def gradient(*args, upstream=None):
             upstream = args[0] if upstream is None else upstream
-            dx = _input_gradient(upstream, w, tuple(x.shape), strides, padding, data_format)
             _, kernel_pullback = backend.vjp(lambda w: forward(x, w), w)
-            return dx, kernel_pullback(upstream)
+            return input_gradient(upstream), kernel_pullback(upstream)
 
-        return forward(x, w), gradient
+        return y, gradient
 
     # a variable (a stage called outside a stateless call) is read first: its gradient
     # flows through the read, and the custom gradient sees plain tensors
@@ -64,8 +68,9 @@ def conv(inputs, kernel, padding, data_format, strides=1):
     return convolve(ops.convert_to_tensor(inputs), kernel)
 
 
-def _input_gradient(dy, w, input_shape, strides, padding, data_format):
-    """The input gradient of a conv as one stride-1 conv per output phase.
+def _input_gradient(w, input_shape, output_shape, strides, padding, data_format):
+    """The input gradient dy -> dx of a conv with kernel `w`, as one stride-1 conv per
+    output phase; the phases' kernels are cut from `w` here, once.
 
     Along an axis of input length n, kernel k, stride s and leading pad p, input position
     s i + a (phase a = 0..s-1) receives dy[i - d] w[t] from the taps t = a + p + s d; so
@@ -74,18 +79,21 @@ def _input_gradient(dy, w, input_shape, strides, padding, data_format):
     inserted, unlike a transposed conv). At stride 1 there is one phase: the conv of the
     padded dy with the flipped kernel."""
     rank = len(w.shape) - 2
-    if data_format == "channels_first":
-        dy = ops.moveaxis(dy, 1, -1)
+    channels_first = data_format == "channels_first"
+    if channels_first:
         input_shape = (input_shape[0],) + tuple(input_shape[2:]) + (input_shape[1],)
+        output_shape = (output_shape[0],) + tuple(output_shape[2:]) + (output_shape[1],)
     sizes = tuple(input_shape[1:-1])
     kernel_size = tuple(w.shape[:rank])
-    outputs = tuple(dy.shape[1:-1])
+    outputs = tuple(output_shape[1:-1])
     leading = [0 if padding == "valid" else max((m - 1) * s + k - n, 0) // 2
                for n, k, s, m in zip(sizes, kernel_size, strides, outputs)]
     lengths = [-(-n // s) for n, s in zip(sizes, strides)]  # every phase padded to ceil(n / s)
     swapped = ops.swapaxes(w, -1, -2)
 
-    def phase(offsets):
+    def plan(offsets):
+        """Phase `offsets`: (the pad widths and window of dy, the phase's kernel), or None
+        where no tap reaches the phase (a kernel smaller than the stride)."""
         taps, widths, starts = [], [(0, 0)], []
         for a, n, k, s, p, m, length in zip(offsets, sizes, kernel_size, strides, leading, outputs, lengths):
             axis_taps = [t for t in range(k) if (t - a - p) % s == 0][::-1]  # d = (t - a - p) / s, descending
@@ -96,24 +104,38 @@ def _input_gradient(dy, w, input_shape, strides, padding, data_format):
             widths.append((before, max(0, length - d_min - m)))
             starts.append((before - d_max, length + len(axis_taps) - 1))
             taps.append(axis_taps)
-        window = ops.pad(dy, widths + [(0, 0)])
-        if any(start or size != window.shape[axis + 1] for axis, (start, size) in enumerate(starts)):
-            window = window[(slice(None),) + tuple(slice(start, start + size) for start, size in starts)]
         sub = swapped
         for axis, axis_taps in enumerate(taps):
             sub = ops.take(sub, axis_taps, axis=axis)
+        return widths, starts, sub
+
+    phases = {}
+
+    def collect(offsets):
+        if len(offsets) == rank:
+            phases[offsets] = plan(offsets)
+        else:
+            for a in range(strides[len(offsets)]):
+                collect(offsets + (a,))
+
+    collect(())
+
+    def phase(dy, offsets):
+        if phases[offsets] is None:  # no tap reaches this phase: zeros
+            one = ops.zeros_like(dy[(slice(None),) + (slice(0, 1),) * rank + (slice(0, 1),)])
+            return one * ops.zeros((1,) + tuple(lengths) + (w.shape[-2],), dy.dtype)
+        widths, starts, sub = phases[offsets]
+        window = ops.pad(dy, widths + [(0, 0)])
+        if any(start or size != window.shape[axis + 1] for axis, (start, size) in enumerate(starts)):
+            window = window[(slice(None),) + tuple(slice(start, start + size) for start, size in starts)]
         return ops.conv(window, sub, strides=1, padding="valid")
 
-    def interleave(axis, offsets):
+    def interleave(dy, axis, offsets):
         """The phases with fixed `offsets` on the axes before `axis`, interleaved along
         `axis` and the ones after it: (batch, lengths..., channels)."""
         if axis == rank:
-            out = phase(offsets)
-            if out is None:  # no tap reaches this phase (kernel smaller than the stride): zeros
-                one = ops.zeros_like(dy[(slice(None),) + (slice(0, 1),) * rank + (slice(0, 1),)])
-                out = one * ops.zeros((1,) + tuple(lengths) + (w.shape[-2],), dy.dtype)
-            return out
-        parts = [interleave(axis + 1, offsets + (a,)) for a in range(strides[axis])]
+            return phase(dy, offsets)
+        parts = [interleave(dy, axis + 1, offsets + (a,)) for a in range(strides[axis])]
         if len(parts) == 1:  # stride 1 along this axis: nothing to interleave
             return parts[0]
         stacked = ops.stack(parts, axis=axis + 2)  # (batch, L_0 s_0, ..., L_axis, s_axis, L_axis+1, ...)
@@ -121,10 +143,15 @@ def _input_gradient(dy, w, input_shape, strides, padding, data_format):
         merged = shape[:axis + 1] + [shape[axis + 1] * shape[axis + 2]] + shape[axis + 3:]
         return ops.reshape(stacked, merged)
 
-    dx = interleave(0, ())
-    if any(length * s != n for length, s, n in zip(lengths, strides, sizes)):
-        dx = dx[(slice(None),) + tuple(slice(0, n) for n in sizes)]
-    return ops.moveaxis(dx, -1, 1) if data_format == "channels_first" else dx
+    def input_gradient(dy):
+        if channels_first:
+            dy = ops.moveaxis(dy, 1, -1)
+        dx = interleave(dy, 0, ())
+        if any(length * s != n for length, s, n in zip(lengths, strides, sizes)):
+            dx = dx[(slice(None),) + tuple(slice(0, n) for n in sizes)]
+        return ops.moveaxis(dx, -1, 1) if channels_first else dx
+
+    return input_gradient
 
 
 def use_forward_input_gradients(stage):
