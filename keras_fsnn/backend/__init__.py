@@ -21,11 +21,18 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
   `simulate()` (called in loops by evaluation, metrics and callbacks). Eager JAX would
   otherwise compile the time loop's scan anew at every call (it captures the weights), and
   eager TensorFlow would run the loop op by op. Inside a traced function, `fn` is called.
-* `fused(fn)`: `fn` (pure tensor arithmetic, no convolutions) run as one XLA computation.
-  TensorFlow's graph mode runs every op as its own kernel, a pass over memory each; the
-  solvers' bookkeeping (Broyden's history products and vector updates) is 4x faster fused
-  (benchmarks/solver_cost.py). The J^T product stays outside, with oneDNN's convs.
-  Under XLA and on JAX, `fn` is traced into the surrounding computation as it is.
+* `fused(fn)`: `fn` (tensor arithmetic, no convolutions) run as one XLA computation in
+  TensorFlow's graph mode, which otherwise runs every op as its own kernel, a pass over
+  memory each. Broyden's bookkeeping (its history products and vector updates) runs this
+  way; the J^T product stays outside it, with oneDNN's convolutions. Worth it only for
+  work much larger than an XLA call's overhead (about 0.1-0.5 ms): a neuron's step, 150
+  calls per simulation, was not (docs/benchmarks.md). Eagerly, under XLA and on JAX,
+  `fn` runs as it is (traced into the surrounding computation).
+* `fused_gradient(fn)`: `fn` with its value as it is and its vector-Jacobian product
+  computed as one XLA computation (fn recomputed inside it) in TensorFlow's graph mode:
+  the rate map's pullback, applied once per solver iteration and layer, is 1.5-4x faster
+  (benchmarks/solver_cost.py). Not for reductions over the batch (a batch norm's
+  gradient), which XLA's CPU code runs slower than TensorFlow's kernels.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
