@@ -33,6 +33,16 @@ importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tenso
 EXECUTION_MODES = ("eager", "graph", "xla")
 
 
+@pytest.fixture
+def always_fused(monkeypatch):
+    """`backend.fused` and `fused_gradient` compile at any size (TensorFlow's graph mode
+    fuses only from `FUSE_FROM` values per sample, larger than test models)."""
+    if BACKEND == "tensorflow":
+        from keras_fsnn.backend import tensorflow_backend
+
+        monkeypatch.setattr(tensorflow_backend, "FUSE_FROM", 0)
+
+
 def in_mode(fn, mode):
     """`fn` to be run in execution `mode` (EXECUTION_MODES) under the active backend."""
     if mode == "eager":

@@ -1,7 +1,8 @@
 """`backend.fused` and `backend.fused_gradient` (TensorFlow's graph mode compiles them with
 XLA; eagerly, under XLA and on JAX they are the function itself) change no value and no
-gradient, in any execution mode."""
+gradient, in any execution mode; graph mode fuses from a size threshold on."""
 
+import keras
 import numpy as np
 import pytest
 from conftest import EXECUTION_MODES, in_mode
@@ -17,7 +18,7 @@ def clipped_norm(x, w):  # elementwise work and reductions over two arguments, l
 
 @pytest.mark.backend
 @pytest.mark.parametrize("mode", EXECUTION_MODES)
-def test_fused_gives_the_function_s_values(mode):
+def test_fused_gives_the_function_s_values(mode, always_fused):
     rng = np.random.default_rng(0)
     x, w = rng.normal(size=(6, 50)).astype("float32"), rng.normal(size=50).astype("float32")
     got = in_mode(lambda x, w: backend.fused(clipped_norm)(x, w), mode)(x, w)
@@ -26,11 +27,9 @@ def test_fused_gives_the_function_s_values(mode):
 
 @pytest.mark.backend
 @pytest.mark.parametrize("mode", EXECUTION_MODES)
-def test_fused_gradient_gives_the_function_s_value_and_vector_jacobian_product(mode):
+def test_fused_gradient_gives_the_function_s_value_and_vector_jacobian_product(mode, always_fused):
     """Against the function's own autodiff, in float64 where the backend has it (the clip's
     kinks avoided)."""
-    import keras
-
     dtype = "float64" if keras.backend.backend() == "tensorflow" or _jax_x64() else "float32"
     precision = 1e-12 if dtype == "float64" else 1e-5
 
@@ -71,3 +70,21 @@ def _jax_x64():
     import jax
 
     return bool(jax.config.jax_enable_x64)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's graph mode")
+def test_graph_mode_fuses_from_the_size_threshold_on():
+    """Below FUSE_FROM values per sample the op-by-op graph stays (no XLA compilation per
+    traced shape); from it on, fn is one call that XLA must compile."""
+    import tensorflow as tf
+
+    from keras_fsnn.backend import tensorflow_backend
+
+    def xla_calls(size):
+        spec = [tf.TensorSpec((None, size)), tf.TensorSpec((size,))]
+        graph = tf.function(lambda x, w: backend.fused(clipped_norm)(x, w)).get_concrete_function(*spec).graph
+        return [op for op in graph.get_operations()
+                if "PartitionedCall" in op.type and op.get_attr("_XlaMustCompile")]
+
+    assert not xla_calls(tensorflow_backend.FUSE_FROM - 1)
+    assert len(xla_calls(tensorflow_backend.FUSE_FROM)) == 1

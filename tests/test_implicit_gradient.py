@@ -82,7 +82,7 @@ def conv_block(solver, steps):
 
 
 @pytest.mark.parametrize("solver,steps", SOLVERS_BROYDEN_ON_BOTH_BACKENDS)
-def test_conv_multilayer_gradient_with_bn_and_dropout_equals_unrolled_autodiff(solver, steps):
+def test_conv_multilayer_gradient_with_bn_and_dropout_equals_unrolled_autodiff(solver, steps, always_fused):
     rng = np.random.default_rng(1)
     block = conv_block(solver, steps)
     x = rng.uniform(0, 1, (4, 8, 8, 2)).astype("float32")

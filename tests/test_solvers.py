@@ -85,7 +85,7 @@ def dense_broyden(a, g, steps, memory):
 
 @pytest.mark.parametrize("steps,memory", [(25, 9), (25, 14), (25, 3), (20, 27)])
 @pytest.mark.parametrize("mode", EXECUTION_MODES)
-def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps, memory, mode):
+def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps, memory, mode, always_fused):
     """The solver's history-free step recurrence, its ring buffer (memory < steps) and its
     blocks of 7 slots (a partial last block, a single block, no wrap) give the iterates of
     Broyden's method with an explicit H; eagerly, in graph mode (its bookkeeping compiled

@@ -26,8 +26,10 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
   memory each. Broyden's bookkeeping (its history products and vector updates) runs this
   way; the J^T product stays outside it, with oneDNN's convolutions. Worth it only for
   work much larger than an XLA call's overhead (about 0.1-0.5 ms): a neuron's step, 150
-  calls per simulation, was not (docs/benchmarks.md). Eagerly, under XLA and on JAX,
-  `fn` runs as it is (traced into the surrounding computation).
+  calls per simulation, was not (docs/benchmarks.md); and only where the largest argument
+  holds at least `tensorflow_backend.FUSE_FROM` (8192) values per sample, since each traced
+  shape costs an XLA compilation. Eagerly, under XLA and on JAX, `fn` runs as it is
+  (traced into the surrounding computation).
 * `fused_gradient(fn)`: `fn` with its value as it is and its vector-Jacobian product
   computed as one XLA computation (fn recomputed inside it) in TensorFlow's graph mode:
   the rate map's pullback, applied once per solver iteration and layer, is 1.5-4x faster

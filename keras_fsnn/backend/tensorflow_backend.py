@@ -56,15 +56,28 @@ def time_loop(steps, body, state):
                          (tf.constant(0), state), maximum_iterations=steps, **options)[1]
 
 
+# Fusing costs one XLA compilation per traced shape (about 0.5 s for Broyden's update), paid
+# back only where the work per call is large; smaller problems (test models, F400's 400
+# neurons, which trains under XLA anyway) keep graph mode's op-by-op path.
+FUSE_FROM = 8192  # values per sample in the largest argument
+
+
+def _worth_fusing(args):
+    if tf.executing_eagerly() or _in_xla():
+        return False
+    sizes = [tf.TensorShape(getattr(a, "shape", ())) for a in tf.nest.flatten(args)]
+    per_sample = [s[1:].num_elements() for s in sizes if s.rank and s.rank >= 2]
+    return any(n is None or n >= FUSE_FROM for n in per_sample)
+
+
 def fused(fn):
     # In graph mode every op of fn would run as its own kernel, each a pass over memory;
-    # compiled with XLA, fn's elementwise and matrix-vector work fuses into a few loops
-    # (4x faster for Broyden's bookkeeping), while the convolutions outside fn stay with
-    # oneDNN. Under XLA already, and eagerly, fn runs as it is.
+    # compiled with XLA, fn's elementwise and matrix-vector work fuses into a few loops,
+    # while the convolutions outside fn stay with oneDNN.
     compiled = tf.function(fn, jit_compile=True, autograph=False)
 
     def call(*args):
-        return fn(*args) if tf.executing_eagerly() or _in_xla() else compiled(*args)
+        return compiled(*args) if _worth_fusing(args) else fn(*args)
 
     return call
 
@@ -87,7 +100,7 @@ def fused_gradient(fn):
         return fn(*args), lambda upstream: compiled(list(args), upstream)
 
     def call(*args):
-        return fn(*args) if tf.executing_eagerly() or _in_xla() else differentiated(*args)
+        return differentiated(*args) if _worth_fusing(args) else fn(*args)
 
     return call
 
