@@ -158,7 +158,8 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
 
     So an iteration reads the written part of the (batch, memory, size) history twice per
     factor (for v and H dG) and writes one slot of each, instead of re-reading and
-    rebuilding it.
+    rebuilding it. All of it but J^T and the two writes is `update`, which TensorFlow's
+    graph mode runs as one XLA computation (`backend.fused`).
     """
     shape = ops.shape(rhs)
     g = _per_sample(rhs)
