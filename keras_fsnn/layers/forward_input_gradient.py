@@ -22,6 +22,7 @@ gradient does not need. The kernel gradient is the backend's own. Dilated and gr
 convs, and Conv*Transpose, keep Keras's gradient.
 """
 
+import itertools
 import types
 
 import keras
@@ -109,16 +110,7 @@ def _input_gradient(w, input_shape, output_shape, strides, padding, data_format)
             sub = ops.take(sub, axis_taps, axis=axis)
         return widths, starts, sub
 
-    phases = {}
-
-    def collect(offsets):
-        if len(offsets) == rank:
-            phases[offsets] = plan(offsets)
-        else:
-            for a in range(strides[len(offsets)]):
-                collect(offsets + (a,))
-
-    collect(())
+    phases = {offsets: plan(offsets) for offsets in itertools.product(*(range(s) for s in strides))}
 
     def phase(dy, offsets):
         if phases[offsets] is None:  # no tap reaches this phase: zeros
