@@ -28,9 +28,9 @@ importlib.util.find_spec = lambda name, *a: None if name.split(".")[0] == "tenso
 
 
 # How a computation can run: eagerly, traced into a graph (TensorFlow's graph mode, where
-# oneDNN runs the convs and `backend.fused` compiles the solvers' bookkeeping; jit on JAX),
-# or compiled whole with XLA.
-EXECUTION_MODES = ("eager", "graph", "xla")
+# oneDNN runs the convs and `backend.fused` compiles the solvers' bookkeeping), or compiled
+# whole with XLA (JAX's jit, which is also JAX's only traced mode).
+EXECUTION_MODES = ("eager", "graph", "xla") if BACKEND == "tensorflow" else ("eager", "xla")
 
 
 @pytest.fixture

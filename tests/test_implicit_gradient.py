@@ -108,7 +108,6 @@ def test_conv_multilayer_gradient_with_bn_and_dropout_equals_unrolled_autodiff(s
     # gradient (backend.fused, backend.fused_gradient), XLA compiles the whole step
     implicit_by_mode = {mode: value_and_grads(lambda: ops.sum(block(x, training=True) * c), variables, mode)[1]
                         for mode in EXECUTION_MODES}
-    implicit = implicit_by_mode["eager"]
 
     def unrolled(iterations):
         def loss():
