@@ -11,8 +11,11 @@ The procedure (their code is imported from a checkout, never copied here):
 Both codes run full training steps of the same model on the same real batches: the T-step
 forward simulation, the implicit backward by Broyden (30 iterations at most; theirs stops at
 an absolute residual of 2e-10 sqrt(size), ours at `solver_tol` relative to the gradient, the
-worst sample of the batch) and an SGD update (momentum 0.9, coupled weight decay 5e-4,
-learning rate 0.05 in theirs; our zoo recipe's optimiser and schedule in ours). The PyTorch
+worst sample of the batch) and an SGD update (momentum 0.9, coupled weight decay 5e-4; ours
+with our zoo recipe's optimiser and schedule, theirs with the learning rate ours has when the
+timed steps begin: AlexNet-F's recipe warms up over 400 steps, and at a full 0.05 on a few
+cycled batches of 32 the authors' model leaves the pretrained state within a few steps, its
+loss rising to 20 and its solves to 30 iterations). The PyTorch
 side is a persistent worker process (--torch-python; the two exchange .npz files), so the
 frameworks alternate: each round times `--steps` steps of ours in every mode, then
 `--steps` of theirs, on a machine where nothing else runs; both use `--threads` threads.
@@ -52,7 +55,7 @@ MODELS = {
     "f64c5": ("fsnn_mnist", "mnist", 128, "conv"),
     "alexnet_f": ("alexnet_f", "cifar10", 32, "multilayer"),
 }
-LEARNING_RATE, MOMENTUM, WEIGHT_DECAY = 0.05, 0.9, 5e-4
+MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 
 from released_code_gradient import (  # noqa: E402
     add_authors_arguments, kernel_to_torch, load_feedback_and_readout, prepare_authors_code, readout_to_torch)
@@ -142,7 +145,7 @@ def keras_side(args):
 
     print(f"keras {keras.__version__} ({keras.backend.backend()}), threads {args.threads}, "
           f"bn_statistics {args.bn_statistics!r}, solver_tol {args.solver_tol or 'the recipe'}", flush=True)
-    ours, theirs, info = {}, {}, {}
+    ours, theirs, info, losses = {}, {}, {}, {}
     for name in args.models:
         entry, dataset, batch, kind = MODELS[name]
         images, labels = keras_fsnn.datasets.load_arrays(dataset, "train", data_dir=args.data_dir)
@@ -171,16 +174,20 @@ def keras_side(args):
         state.update({f"x{i}": np.asarray(normalise(xi)).transpose(0, 3, 1, 2).astype("float32") for i, xi in enumerate(x)})
         state.update({f"y{i}": yi for i, yi in enumerate(y)})
         path = os.path.join(workdir, f"{name}.npz")
-        np.savez(path, **state, kind=np.array(kind), batches=np.array(args.batches))
+        learning_rate = float(keras.ops.convert_to_numpy(first.optimizer.learning_rate))
+        np.savez(path, **state, kind=np.array(kind), batches=np.array(args.batches),
+                 learning_rate=np.array(learning_rate))
         reply = ask(command="build", name=name, state=path)
+        print(f"[{name}] learning rate (both): {learning_rate:.4g}", flush=True)
         info[name] = {"batch": batch, "time_steps": int(state["time_steps"]), "auto": trainer.auto_jit_compile(first),
                       "authors_parameters": reply["parameters"], "parameters": int(first.count_params())}
-        for mode, model in models.items():  # warm-up: tracing / compilation, two steps
-            for i in range(2):
-                model.train_on_batch(x[i], y[i])
-        ask(command="steps", name=name, steps=2)
+        warm_up = {mode: [model.train_on_batch(x[i], y[i], return_dict=True)["loss"] for i in range(2)]
+                   for mode, model in models.items()}  # tracing / compilation, two steps
+        warm_up["authors"] = ask(command="steps", name=name, steps=2)["losses"]
         print(f"[{name}] built and warmed up: ours {info[name]['parameters']:,} parameters, theirs "
-              f"{reply['parameters']:,}", flush=True)
+              f"{reply['parameters']:,}; the two warm-up steps' losses (the same network on the same batches: "
+              f"equal at the first) " + ", ".join(f"{side} {v[0]:.4f} {v[1]:.4f}" for side, v in warm_up.items()),
+              flush=True)
         for r in range(args.rounds):
             for mode, model in models.items():
                 block = model.get_layer("fsnn")
@@ -188,17 +195,20 @@ def keras_side(args):
                 for s in range(args.steps):
                     i = s % args.batches
                     start = time.perf_counter()
-                    model.train_on_batch(x[i], y[i])
+                    logs = model.train_on_batch(x[i], y[i], return_dict=True)
                     times.append(time.perf_counter() - start)
+                    losses.setdefault((name, mode), []).append(float(logs["loss"]))
                     solve = block.diagnostics()
                     iterations.append((solve.get("backward_iterations"), solve.get("backward_residual")))
                 ours.setdefault((name, mode), []).append((times, iterations))
             reply = ask(command="steps", name=name, steps=args.steps)
             theirs.setdefault(name, []).append((reply["seconds"], list(zip(reply["iterations"], reply["residuals"]))))
+            losses.setdefault((name, "authors"), []).extend(reply["losses"])
             print(f"[{name}] round {r + 1}: " + ", ".join(
                 f"ours {mode} {statistics.median(ours[(name, mode)][-1][0]):.4f} s{solves(ours[(name, mode)][-1][1])}"
-                for mode in models) + f", theirs {statistics.median(reply['seconds']):.4f} s{solves(theirs[name][-1][1])}",
-                flush=True)
+                for mode in models) + f", theirs {statistics.median(reply['seconds']):.4f} s{solves(theirs[name][-1][1])}"
+                + "; mean loss " + ", ".join(f"{side} {statistics.mean(losses[(name, side)][-args.steps:]):.4f}"
+                                             for side in [*models, "authors"]), flush=True)
         del models
     worker.stdin.write(json.dumps({"command": "quit"}) + "\n")
     worker.stdin.close()
@@ -291,7 +301,7 @@ def torch_worker(args):
             reply = {"parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad))}
         else:
             model, optimizer, batches = built[message["name"]]
-            seconds, iterations, residuals = [], [], []
+            seconds, iterations, residuals, losses = [], [], [], []
             model.train()
             for s in range(message["steps"]):
                 x, y = batches[s % len(batches)]
@@ -304,7 +314,8 @@ def torch_worker(args):
                 seconds.append(time.perf_counter() - start)
                 iterations.append(sum(n for n, _ in solves))
                 residuals.append(max(r for _, r in solves))
-            reply = {"seconds": seconds, "iterations": iterations, "residuals": residuals}
+                losses.append(loss.item())
+            reply = {"seconds": seconds, "iterations": iterations, "residuals": residuals, "losses": losses}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
 
@@ -354,7 +365,8 @@ def build_theirs(s, torch):
         if tuple(feedback.weight_w.shape) != s["feedback_kernel"].shape:
             raise SystemExit(f"feedback: their {tuple(feedback.weight_w.shape)} vs our {s['feedback_kernel'].shape}")
         load_feedback_and_readout(feedback, model.classifier, s, t)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY)
+    optimizer = torch.optim.SGD(model.parameters(), lr=float(s["learning_rate"]), momentum=MOMENTUM,
+                                weight_decay=WEIGHT_DECAY)
     batches = []
     for i in range(int(s["batches"])):
         x = t(s[f"x{i}"])
