@@ -11,13 +11,14 @@ The procedure (their code is imported from a checkout, never copied here):
 Both codes run full training steps of the same model on the same real batches: the T-step
 forward simulation, the implicit backward by Broyden (30 iterations at most; theirs stops at
 an absolute residual of 2e-10 sqrt(size), ours at `solver_tol` relative to the gradient, the
-worst sample of the batch) and an SGD update (momentum 0.9, coupled weight decay 5e-4; ours
-with our zoo recipe's optimiser and schedule, theirs with the learning rate ours has when the
-timed steps begin: AlexNet-F's recipe warms up over 400 steps, and at a full 0.05 on a few
-cycled batches of 32 the authors' model leaves the pretrained state within a few steps, its
-loss rising to 20 and its solves to 30 iterations). The PyTorch
-side is a persistent worker process (--torch-python; the two exchange .npz files), so the
-frameworks alternate: each round times `--steps` steps of ours in every mode, then
+worst sample of the batch) and an SGD update (momentum 0.9, coupled weight decay 5e-4).
+Ours follows our zoo recipe's optimiser and schedule; theirs runs at the learning rate ours
+has when the timed steps begin. (AlexNet-F's recipe warms up over 400 steps; at a full 0.05
+on a few cycled batches of 32, the authors' model left the pretrained state within a few
+steps, its loss rising to 20 and its solves to 30 iterations.) The losses of both sides are
+printed, the first warm-up step's as a check that both simulate the same network. The
+PyTorch side is a persistent worker process (--torch-python; the two exchange .npz files),
+so the frameworks alternate: each round times `--steps` steps of ours in every mode, then
 `--steps` of theirs, on a machine where nothing else runs; both use `--threads` threads.
 Models:
   * f400: the fsnn_fmnist preset (F400, IF, T = 5), batch 128, Fashion-MNIST;
