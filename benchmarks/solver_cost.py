@@ -15,13 +15,17 @@ ms per iteration, and Broyden / GMRES.
 On TensorFlow the script also runs Broyden with its bookkeeping op by op ("unfused"), as it
 ran before `backend.fused` compiled it with XLA inside graph mode, and prints the ratio; and
 the pullback of the rate map sigma (the clip of every spiking layer, applied once per J^T)
-autodiff's way and as `backend.fused_gradient` computes it. Beside them: the machine's
+autodiff's way and as `backend.fused_gradient` computes it. Both are measured fused at every
+size (`FUSE_FROM` set to 0), also where training leaves them op by op (below 8192 values per
+sample, such as F400's 400). Beside them: the machine's
 streaming bandwidth measured in the same run (one read and one write of a 256 MiB array),
 and the time Broyden's history traffic alone would take at that bandwidth (four reads of
 the written slots and two slot writes per iteration, averaged over the 30 iterations).
 """
 
 import argparse
+import contextlib
+import math
 import os
 import sys
 
@@ -42,19 +46,31 @@ SIZES = {"f400": (128, 400), "fsnn_mnist": (128, 14 * 14 * 64), "alexnet_f": (32
 STEPS = 30
 
 
+@contextlib.contextmanager
+def fusion(on):
+    """Trace with TensorFlow's graph-mode fusion forced on or off at every size (its
+    threshold, `FUSE_FROM`, set to 0 or to infinity); on JAX nothing changes."""
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    from keras_fsnn.backend import tensorflow_backend
+
+    threshold = tensorflow_backend.FUSE_FROM
+    tensorflow_backend.FUSE_FROM = 0 if on else math.inf
+    try:
+        yield
+    finally:
+        tensorflow_backend.FUSE_FROM = threshold
+
+
 def per_iteration_ms(solver, batch, size, repeats, fused=True):
     rng = np.random.default_rng(0)
     g = ops.convert_to_tensor(rng.normal(size=(batch, size)).astype("float32"))
     # a contraction whose slow modes keep every solver busy for all STEPS iterations
     diagonal = ops.convert_to_tensor(np.clip(0.9 * rng.normal(size=(size,)), -0.99, 0.99).astype("float32"))
-    real_fused = backend.fused
-    if not fused:  # traced with the bookkeeping op by op
-        solvers.backend.fused = lambda fn: fn
-    try:
+    with fusion(fused):  # the choice is made when the function is traced, on its first call
         solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution, xla=False)
         ops.convert_to_numpy(solve(g))
-    finally:
-        solvers.backend.fused = real_fused
     seconds = median_seconds(lambda: ops.convert_to_numpy(solve(g)), repeats)
     return 1e3 * seconds / STEPS
 
@@ -63,14 +79,15 @@ def rate_map_pullback_ms(batch, size, repeats, fused):
     """ms per pullback of the IF rate map at a point where part of it is linear."""
     rng = np.random.default_rng(1)
     z = ops.convert_to_tensor(rng.normal(1.0, 1.5, size=(batch, size)).astype("float32"))
-    rate_map = IF(threshold=2.0).rate_map
-    rate_map = backend.fused_gradient(rate_map) if fused else rate_map
+    rate_map = backend.fused_gradient(IF(threshold=2.0).rate_map)
 
     def run(z, dy):
         _, pullback = backend.vjp(rate_map, z)
         return ops.fori_loop(0, STEPS, lambda i, y: pullback(y), dy)
 
-    loop = compiled(run, xla=False)
+    with fusion(fused):
+        loop = compiled(run, xla=False)
+        ops.convert_to_numpy(loop(z, z))
     seconds = median_seconds(lambda: ops.convert_to_numpy(loop(z, z)), repeats)
     return 1e3 * seconds / STEPS
 
