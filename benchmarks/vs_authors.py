@@ -120,6 +120,7 @@ def bn_statistics_override(entry, bn_statistics):
 
 
 def keras_side(args):
+    import keras_fsnn  # before keras: its TensorFlow CPU defaults (keras_fsnn/_environment.py)
     import keras
 
     if keras.backend.backend() == "tensorflow":
@@ -127,7 +128,6 @@ def keras_side(args):
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-    import keras_fsnn
     from keras_fsnn.training import trainer
     from keras_fsnn.training.recipes import get_recipe
 

@@ -4,6 +4,7 @@ Import this package before loading a `.keras` file that holds its layers (it reg
 them with Keras under the package name "keras_fsnn").
 """
 
+from keras_fsnn import _environment  # noqa: F401  (first: TensorFlow reads it when imported)
 from keras_fsnn import (
     backend,
     callbacks,
