@@ -18,10 +18,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import keras_fsnn  # noqa: E402  (before keras: its TensorFlow CPU defaults, keras_fsnn/_environment.py)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-import keras_fsnn  # noqa: E402
 
 
 def load_digits(seed):
