@@ -35,11 +35,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import keras_fsnn  # noqa: E402  (before keras: its TensorFlow CPU defaults, keras_fsnn/_environment.py)
+
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import ops  # noqa: E402
-
-import keras_fsnn  # noqa: E402
 from common import DEFAULT_DATA, compiled, median_seconds  # noqa: E402
 from keras_fsnn.layers import equilibrium  # noqa: E402
 from keras_fsnn.training import trainer  # noqa: E402
