@@ -123,17 +123,43 @@ class _History:
                                              (ops.shape(b)[0], ops.shape(b)[2]), b.dtype)
         return total
 
+    def _local(self, k, slot):
+        """Whether slot `slot` lies in block k, and its index there (clipped into the block)."""
+        inside = ops.logical_and(ops.greater_equal(slot, self.starts[k]), ops.less(slot, self.starts[k] + self.lengths[k]))
+        return inside, ops.clip(slot - self.starts[k], 0, self.lengths[k] - 1)
+
     def read(self, blocks, slot):
         """Slot `slot` of the history: (batch, size)."""
+        if backend.updates_in_place():  # a select over the blocks, no conditional (see `write`)
+            value = None
+            for k, b in enumerate(blocks):
+                inside, local = self._local(k, slot)
+                row = ops.take(b, local, axis=1)
+                value = row if value is None else ops.where(inside, row, value)
+            return value
         return ops.switch(slot // _BLOCK, [
             lambda blocks, k=k: ops.take(blocks[k], slot - self.starts[k], axis=1)
             for k in range(len(blocks))], blocks)
 
     def write(self, blocks, slot, value):
-        """The blocks with `value` (batch, size) in slot `slot`."""
+        """The blocks with `value` (batch, size) in slot `slot`.
+
+        Where the compiler updates arrays in place (XLA), every block gets a one-row update
+        (the new row in its block, the old row written back elsewhere): a conditional
+        would hand the whole history through its branches, which XLA copies, two full
+        copies per iteration. In TensorFlow's graph mode an update copies its block, so
+        the conditional writes into the one block that holds the slot."""
+        zero = ops.zeros((), ops.dtype(slot))  # indices of one integer type (JAX with x64)
+        if backend.updates_in_place():
+            updated = []
+            for k, b in enumerate(blocks):
+                inside, local = self._local(k, slot)
+                row = ops.where(inside, value, ops.take(b, local, axis=1))
+                updated.append(ops.slice_update(b, [zero, local, zero], row[:, None, :]))
+            return tuple(updated)
+
         def write_into(k):
             def branch(blocks, value):
-                zero = ops.zeros((), ops.dtype(slot))  # indices of one integer type (JAX with x64)
                 new = ops.slice_update(blocks[k], [zero, slot - self.starts[k], zero], value[:, None, :])
                 return blocks[:k] + (new,) + blocks[k + 1:]
             return branch
@@ -160,6 +186,13 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     factor (for v and H dG) and writes one slot of each, instead of re-reading and
     rebuilding it. All of it but J^T and the two writes is `update`, which TensorFlow's
     graph mode runs as one XLA computation (`backend.fused`).
+
+    A pair is kept only where v . dG is usable and u is finite, so no non-finite value
+    enters the history. Both conditions also make the writes of u and v depend on every
+    read of both histories, and the pair to evict is read right after the previous
+    iteration's writes (carried to the next): under XLA, where the history is updated in
+    place, no read is then left unordered with a write, which would make XLA copy the
+    history at every iteration (docs/benchmarks.md).
     """
     shape = ops.shape(rhs)
     g = _per_sample(rhs)
@@ -176,10 +209,11 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     def dot(a, b):
         return ops.sum(a * b, axis=-1, keepdims=True)
 
-    def update(i, y, jt_y, gy, step, us, vs, best, best_residual):
+    def update(i, y, jt_y, gy, step, us, vs, u_old, v_old, best, best_residual):
         """An iteration's arithmetic but the J^T product: G(y) from J^T y, the residual, the
         rank-one pair (u, v) and the next step. It only reads the history and returns the
-        pair to write, so that a compiled `update` never copies the history out."""
+        pair to write, so that a compiled `update` never copies the history out. (u_old,
+        v_old): the pair this iteration's write evicts."""
         gy_new = jt_y + g - y
         residual = _norm(gy_new) / g_norm
         best, best_residual = _keep_best(y, residual, best, best_residual)
@@ -189,32 +223,34 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
         h_d_gy = h_times(i, us, vs, d_gy)
         denominator = dot(v, d_gy)
         usable = ops.logical_and(ops.greater(ops.abs(denominator), _TINY), ops.isfinite(denominator))
-        safe_denominator = ops.where(usable, denominator, 1.0)
-        u = ops.where(usable, (step - h_d_gy) / safe_denominator, 0.0)
+        u = (step - h_d_gy) / ops.where(usable, denominator, 1.0)
+        usable = ops.logical_and(usable, ops.isfinite(ops.sum(u, axis=-1, keepdims=True)))
+        u = ops.where(usable, u, 0.0)
         v = ops.where(usable, v, 0.0)
-        slot = ops.mod(i, memory)
-        u_old, v_old = history.read(us, slot), history.read(vs, slot)  # the pair it evicts
         step_new = step - h_d_gy - u * dot(v, gy_new) + u_old * dot(v_old, gy_new)
         return y + step_new, gy_new, step_new, u, v, best, best_residual
 
     update = backend.fused(update)
 
-    def cond(i, y, gy, step, us, vs, best, best_residual):
+    def cond(i, y, gy, step, us, vs, u_old, v_old, best, best_residual):
         return ops.logical_and(ops.less(i, steps), ops.greater(ops.max(best_residual), tol))
 
-    def body(i, y, gy, step, us, vs, best, best_residual):
+    def body(i, y, gy, step, us, vs, u_old, v_old, best, best_residual):
         # y: the point to evaluate (the last one + step); gy: G at the last one
         jt_y = _per_sample(apply_jt(ops.reshape(y, shape)))
-        y_next, gy, step, u, v, best, best_residual = update(i, y, jt_y, gy, step, us, vs, best, best_residual)
+        y_next, gy, step, u, v, best, best_residual = update(i, y, jt_y, gy, step, us, vs, u_old, v_old, best,
+                                                             best_residual)
         slot = ops.mod(i, memory)
-        return i + 1, y_next, gy, step, history.write(us, slot, u), history.write(vs, slot, v), best, best_residual
+        us, vs = history.write(us, slot, u), history.write(vs, slot, v)
+        evicted = ops.mod(i + 1, memory)  # the slot the next iteration overwrites (this one's if memory is 1)
+        return i + 1, y_next, gy, step, us, vs, history.read(us, evicted), history.read(vs, evicted), best, best_residual
 
     # from y = 0: G(0) = g, and the first step is -H G(0) = g
     zeros = ops.zeros_like(g)
     empty = history.zeros(ops.shape(g)[0], ops.shape(g)[1], g.dtype)
-    start = (ops.convert_to_tensor(0, "int32"), g, g, g, empty, empty, zeros, ops.ones_like(g_norm))
+    start = (ops.convert_to_tensor(0, "int32"), g, g, g, empty, empty, zeros, zeros, zeros, ops.ones_like(g_norm))
     out = ops.while_loop(cond, body, start, maximum_iterations=steps)
-    return _finish(out[6], out[7], out[0], shape)
+    return _finish(out[8], out[9], out[0], shape)
 
 
 def gmres(apply_jt, rhs, steps=30, tol=1e-5, memory=30):

@@ -83,13 +83,13 @@ def dense_broyden(a, g, steps, memory):
     return np.stack(results)
 
 
-@pytest.mark.parametrize("steps,memory", [(25, 9), (25, 14), (25, 3), (20, 27)])
+@pytest.mark.parametrize("steps,memory", [(25, 9), (25, 14), (25, 3), (20, 27), (12, 1)])
 @pytest.mark.parametrize("mode", EXECUTION_MODES)
 def test_broyden_recurrence_matches_the_textbook_method_with_a_full_matrix(steps, memory, mode, always_fused):
     """The solver's history-free step recurrence, its ring buffer (memory < steps) and its
-    blocks of 7 slots (a partial last block, a single block, no wrap) give the iterates of
-    Broyden's method with an explicit H; eagerly, in graph mode (its bookkeeping compiled
-    by `backend.fused`) and under XLA."""
+    blocks of 7 slots (a partial last block, a single block, no wrap, a memory of one pair)
+    give the iterates of Broyden's method with an explicit H; eagerly, in graph mode (its
+    bookkeeping compiled by `backend.fused`) and under XLA."""
     rng = np.random.default_rng(3)
     a, g = linear_system(rng, batch=4, size=40, radius=0.97)
     solve = in_mode(lambda rhs: solvers.broyden(apply_jt(a), rhs, steps=steps, tol=0.0, memory=memory), mode)

@@ -35,6 +35,10 @@ Everything else in keras_fsnn is written with `keras.ops`. What cannot be:
   the rate map's pullback, applied once per solver iteration and layer, is 1.5-4x faster
   (benchmarks/solver_cost.py). Not for reductions over the batch (a batch norm's
   gradient), which XLA's CPU code runs slower than TensorFlow's kernels.
+* `updates_in_place()`: whether an array update (`ops.slice_update`) in the code being
+  traced is done in place: under XLA (TensorFlow's `jit_compile`, JAX), not in
+  TensorFlow's graph mode or eagerly, where it copies the array. Broyden's history writes
+  choose between a one-row update of every block and a conditional on the one block.
 * `report(callback, *values)`: hand values computed inside a custom backward pass to Python
   (for the backward-solve diagnostics). JAX only allows this through `jax.debug.callback`;
   TensorFlow (also under XLA) stores them in variables instead, so the callback there is
@@ -47,9 +51,9 @@ import keras
 _BACKEND = keras.backend.backend()
 
 if _BACKEND == "tensorflow":
-    from keras_fsnn.backend.tensorflow_backend import compiled_call, flush_reports, fused, fused_gradient, on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.tensorflow_backend import compiled_call, flush_reports, fused, fused_gradient, on_active_rows, read, report, time_loop, updates_in_place, vjp
 elif _BACKEND == "jax":
-    from keras_fsnn.backend.jax_backend import compiled_call, flush_reports, fused, fused_gradient, on_active_rows, read, report, time_loop, vjp
+    from keras_fsnn.backend.jax_backend import compiled_call, flush_reports, fused, fused_gradient, on_active_rows, read, report, time_loop, updates_in_place, vjp
 else:
     # The package imports on any backend (keras_fsnn.fp, the datasets and the zoo's files
     # need none of this); the spiking layers fail at their first use, saying why.
@@ -59,7 +63,7 @@ else:
             f"backend is {_BACKEND!r}. Set KERAS_BACKEND=tensorflow or KERAS_BACKEND=jax (keras_fsnn.fp runs on "
             "any backend).")
 
-    compiled_call = flush_reports = fused = fused_gradient = on_active_rows = read = report = time_loop = vjp = _unsupported
+    compiled_call = flush_reports = fused = fused_gradient = on_active_rows = read = report = time_loop = updates_in_place = vjp = _unsupported
 
 name = _BACKEND
 
@@ -69,4 +73,4 @@ def check_supported():
     if _BACKEND not in ("tensorflow", "jax"):
         _unsupported()
 
-__all__ = ["check_supported", "compiled_call", "flush_reports", "fused", "fused_gradient", "name", "on_active_rows", "read", "report", "time_loop", "vjp"]
+__all__ = ["check_supported", "compiled_call", "flush_reports", "fused", "fused_gradient", "name", "on_active_rows", "read", "report", "time_loop", "updates_in_place", "vjp"]

@@ -40,6 +40,11 @@ def fused_gradient(fn):
     return fn  # its gradient is traced into the surrounding jit
 
 
+def updates_in_place():
+    # under jit XLA updates arrays in place (eagerly each op copies, but eager JAX is for debugging)
+    return True
+
+
 def on_active_rows(fn, rows, *aligned):
     # jit needs static shapes: every row is computed (silent rows give zero anyway).
     return fn(rows, *aligned)

@@ -109,6 +109,11 @@ def _in_xla():
     return GraphOrParentsInXlaContext is None or GraphOrParentsInXlaContext(get_default_graph())
 
 
+def updates_in_place():
+    # XLA updates a loop's arrays in place; graph-mode and eager kernels copy the array
+    return _in_xla() and not tf.executing_eagerly()
+
+
 def on_active_rows(fn, rows, *aligned):
     """fn(rows, *aligned) for a row-wise fn that maps all-zero rows to zero, computed on the
     rows (samples) of `rows` that hold a nonzero value; the `aligned` tensors (same batch)
