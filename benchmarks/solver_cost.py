@@ -2,9 +2,11 @@
 
     python benchmarks/solver_cost.py
     python benchmarks/solver_cost.py --sizes 128x12544 --repeats 5
+    python benchmarks/solver_cost.py --sizes f400 --xla --repeats 20     # under XLA, as F400 trains
 
 All three solvers run their full 30 iterations (tol 0) on a diagonal J^T (a negligible
-apply), compiled (graph mode on TensorFlow, jit on JAX), in one process side by side. What
+apply), compiled (graph mode on TensorFlow, jit on JAX; `--xla`: TensorFlow's XLA, where
+the history is updated in place), in one process side by side. What
 is left is the solver's own work: the fixed-point iteration touches a few (batch, D)
 vectors; Broyden also reads the written part of its two (batch, 27, D) histories twice per
 iteration, GMRES the written part of its one (batch, 31, D) basis twice, so at large D both
@@ -63,13 +65,13 @@ def fusion(on):
         tensorflow_backend.FUSE_FROM = threshold
 
 
-def per_iteration_ms(solver, batch, size, repeats, fused=True):
+def per_iteration_ms(solver, batch, size, repeats, fused=True, xla=False):
     rng = np.random.default_rng(0)
     g = ops.convert_to_tensor(rng.normal(size=(batch, size)).astype("float32"))
     # a contraction whose slow modes keep every solver busy for all STEPS iterations
     diagonal = ops.convert_to_tensor(np.clip(0.9 * rng.normal(size=(size,)), -0.99, 0.99).astype("float32"))
     with fusion(fused):  # the choice is made when the function is traced, on its first call
-        solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution, xla=False)
+        solve = compiled(lambda rhs: solver(lambda y: y * diagonal, rhs, steps=STEPS, tol=0.0).solution, xla=xla)
         ops.convert_to_numpy(solve(g))
     seconds = median_seconds(lambda: ops.convert_to_numpy(solve(g)), repeats)
     return 1e3 * seconds / STEPS
@@ -112,25 +114,27 @@ def main():
     parser.add_argument("--sizes", nargs="+", default=list(SIZES),
                         help=f"model names ({', '.join(SIZES)}) or BATCHxD")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--xla", action="store_true", help="the solvers under TensorFlow's XLA (jit_compile)")
     args = parser.parse_args()
     tensorflow = keras.backend.backend() == "tensorflow"
+    xla, graph = tensorflow and args.xla, tensorflow and not args.xla
     gb_per_s = bandwidth_gb_per_s(args.repeats)
-    print(f"backend {keras.backend.backend()}, {os.cpu_count()} CPU cores; {STEPS} iterations, diagonal J^T; "
+    print(f"backend {keras.backend.backend()}{' (XLA)' if xla else ''}, {os.cpu_count()} CPU cores; {STEPS} iterations, diagonal J^T; "
           f"streaming bandwidth {gb_per_s:.1f} GB/s")
     header = f"{'size':>12} {'batch x D':>12} {'fixed point ms':>15} {'Broyden ms':>11} {'GMRES ms':>9} {'Broyden/GMRES':>14}"
-    if tensorflow:
+    if graph:
         header += f" {'Broyden unfused ms':>19} {'fused/unfused':>14}"
     print(header + f" {'history traffic ms':>19}")
     for name in args.sizes:
         batch, size = SIZES[name] if name in SIZES else map(int, name.split("x"))
-        fixed, broyden, gmres = (per_iteration_ms(solver, batch, size, args.repeats)
+        fixed, broyden, gmres = (per_iteration_ms(solver, batch, size, args.repeats, xla=xla)
                                  for solver in (solvers.fixed_point, solvers.broyden, solvers.gmres))
         line = f"{name:>12} {f'{batch}x{size}':>12} {fixed:15.2f} {broyden:11.2f} {gmres:9.2f} {broyden / gmres:14.2f}"
-        if tensorflow:
+        if graph:
             unfused = per_iteration_ms(solvers.broyden, batch, size, args.repeats, fused=False)
             line += f" {unfused:19.2f} {broyden / unfused:14.2f}"
         print(line + f" {history_traffic_ms(batch, size, gb_per_s):19.2f}", flush=True)
-    if tensorflow:
+    if graph:
         print(f"\nrate-map pullback, ms per J^T\n{'size':>12} {'batch x D':>12} {'autodiff':>9} {'fused':>7} {'ratio':>6}")
         for name in args.sizes:
             batch, size = SIZES[name] if name in SIZES else map(int, name.split("x"))
