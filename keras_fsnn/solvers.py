@@ -187,8 +187,8 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     rebuilding it. All of it but J^T and the two writes is `update`, which TensorFlow's
     graph mode runs as one XLA computation (`backend.fused`).
 
-    A pair is kept only where v . dG is usable and u is finite, so no non-finite value
-    enters the history. Both conditions also make the writes of u and v depend on every
+    A pair is kept only where v . dG is usable and u is finite (the sum of its entries), so
+    no non-finite value enters the history. Both conditions also make the writes of u and v depend on every
     read of both histories, and the pair to evict is read right after the previous
     iteration's writes (carried to the next): under XLA, where the history is updated in
     place, no read is then left unordered with a write, which would make XLA copy the
