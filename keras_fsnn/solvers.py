@@ -188,11 +188,11 @@ def broyden(apply_jt, rhs, steps=30, tol=1e-5, memory=27):
     graph mode runs as one XLA computation (`backend.fused`).
 
     A pair is kept only where v . dG is usable and u is finite (the sum of its entries), so
-    no non-finite value enters the history. Both conditions also make the writes of u and v depend on every
-    read of both histories, and the pair to evict is read right after the previous
-    iteration's writes (carried to the next): under XLA, where the history is updated in
-    place, no read is then left unordered with a write, which would make XLA copy the
-    history at every iteration (docs/benchmarks.md).
+    no non-finite value enters the history. Both conditions also make the writes of u and v
+    depend on every read of both histories, and the pair to evict is read right after the
+    previous iteration's writes (carried to the next): under XLA, where the history is
+    updated in place, no read is then left unordered with a write, which would make XLA copy
+    the history at every iteration (docs/benchmarks.md).
     """
     shape = ops.shape(rhs)
     g = _per_sample(rhs)
