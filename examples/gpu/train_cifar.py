@@ -264,8 +264,8 @@ def train_on_machine(args):
     if os.path.exists(run_dir) and not args.resume:
         shutil.rmtree(run_dir)  # a machine of this session only: an earlier try of this call
     budget = args.budget - (time.monotonic() - CLOCK)
-    result = train(args.name, data_dir=data_dir, output_dir=run_dir, resume=args.resume, seed=args.seed,
-                   jit_compile=True, pipeline="numpy", verbose=2, model_overrides=overrides,
+    result = train(args.name, data_dir=data_dir, output_dir=run_dir, resume=args.resume, epochs=args.epochs,
+                   seed=args.seed, jit_compile=True, pipeline="numpy", verbose=2, model_overrides=overrides,
                    batch_size=args.batch_size, checkpoint_every=args.checkpoint_every, callbacks=[Outbox()],
                    time_budget=budget, step_timing=timing,
                    command="python examples/gpu/train_cifar.py " + " ".join(sys.argv[1:]))
@@ -354,6 +354,8 @@ def main(argv=None):
             p.add_argument("--steps", type=int, default=8, help="timed steps after the compiling one")
         else:
             p.add_argument("--budget", type=float, default=480.0, help="seconds of wall time for this whole call")
+            p.add_argument("--epochs", type=int, help="at most this many epochs (default: the recipe's), fewer "
+                           "where the budget does not fit them")
             p.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps (default: epoch ends)")
             p.add_argument("--resume", action="store_true", help="continue the run on this machine, no new plan")
     p = commands.add_parser("unpack", help="the machine: decode a carried part (for datasets of more than 2 parts)")
