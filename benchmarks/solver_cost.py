@@ -119,8 +119,8 @@ def main():
     tensorflow = keras.backend.backend() == "tensorflow"
     xla, graph = tensorflow and args.xla, tensorflow and not args.xla
     gb_per_s = bandwidth_gb_per_s(args.repeats)
-    print(f"backend {keras.backend.backend()}{' (XLA)' if xla else ''}, {os.cpu_count()} CPU cores; {STEPS} iterations, diagonal J^T; "
-          f"streaming bandwidth {gb_per_s:.1f} GB/s")
+    print(f"backend {keras.backend.backend()}{' (XLA)' if xla else ''}, {os.cpu_count()} CPU cores; "
+          f"{STEPS} iterations, diagonal J^T; streaming bandwidth {gb_per_s:.1f} GB/s")
     header = f"{'size':>12} {'batch x D':>12} {'fixed point ms':>15} {'Broyden ms':>11} {'GMRES ms':>9} {'Broyden/GMRES':>14}"
     if graph:
         header += f" {'Broyden unfused ms':>19} {'fused/unfused':>14}"
